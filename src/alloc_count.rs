@@ -21,12 +21,14 @@ pub enum Bucket {
     Tract = 1,
     /// The MJPEG decoder (`zune-jpeg`).
     Decoder = 2,
+    /// Output off the frame path: PNG encoding, file writes, logging, status.
+    Output = 3,
 }
 
-const BUCKETS: usize = 3;
+const BUCKETS: usize = 4;
 
-static COUNTS: [AtomicU64; BUCKETS] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-static BYTES: [AtomicU64; BUCKETS] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+static COUNTS: [AtomicU64; BUCKETS] = [const { AtomicU64::new(0) }; BUCKETS];
+static BYTES: [AtomicU64; BUCKETS] = [const { AtomicU64::new(0) }; BUCKETS];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {

@@ -10,10 +10,15 @@
 //! subcommands of the `dermcam` binary. dermcam is a screening aid, not a diagnosis.
 
 pub mod alloc_count;
+pub mod app;
 pub mod capture;
+pub mod compose;
+pub mod config;
 pub mod convert;
+pub mod display;
 pub mod frame;
-pub mod heatmap;
-pub mod preprocess;
 pub mod gradcam;
+pub mod heatmap;
 pub mod model;
+pub mod pipeline;
+pub mod preprocess;

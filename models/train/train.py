@@ -8,8 +8,8 @@ jitter) is applied on top, on the training batches only. Class imbalance: the sa
 class c with probability proportional to n_c^0.5 and the loss weights class c by n_c^-0.5, so
 together every class counts equally (the objective of balanced accuracy) while no minority
 image is repeated too often. Checkpoints every epoch (checkpoints/last.pt, --resume), best by
-validation balanced accuracy (checkpoints/best.pt), early stopping on it, history in
-logs/history-<size>.jsonl."""
+validation balanced accuracy (checkpoints/best.pt), each epoch's weights (checkpoints/epoch-NN.pt,
+for average.py), early stopping on it, history in logs/history-<size>.jsonl."""
 import argparse
 import json
 import math
@@ -237,6 +237,8 @@ def main():
                         "val": met, "args": vars(args)}, os.path.join(CKPT_DIR, "best.pt"))
         else:
             bad += 1
+        torch.save({"model": model.state_dict(), "epoch": epoch, "size": args.size, "classes": CLASSES,
+                    "val": met, "args": vars(args)}, os.path.join(CKPT_DIR, f"epoch-{epoch:02d}.pt"))
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad, "args": vars(args)},
                    last_path + ".tmp")

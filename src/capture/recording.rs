@@ -178,11 +178,15 @@ pub fn parse_header(path: &Path, b: &[u8]) -> Result<(RecordingHeader, usize), R
     }
     let version = u16_at(b, 8);
     if version != 1 {
-        return Err(bad(format!("version {version} is not supported (this dermcam reads version 1)")));
+        return Err(bad(format!(
+            "version {version} is not supported (this dermcam reads version 1)"
+        )));
     }
     let header_len = u16_at(b, 10) as usize;
     if header_len < HEADER_LEN {
-        return Err(bad(format!("header_len {header_len} is below {HEADER_LEN}")));
+        return Err(bad(format!(
+            "header_len {header_len} is below {HEADER_LEN}"
+        )));
     }
     let fourcc = [b[12], b[13], b[14], b[15]];
     let pixel = PixelFormat::from_fourcc(fourcc).ok_or_else(|| {
@@ -437,7 +441,11 @@ impl FrameSource for Recording {
         self.next += 1;
         consume(RawFrame {
             format: self.header.format,
-            sequence: if self.pass == 0 { entry.sequence as u64 } else { sequence },
+            sequence: if self.pass == 0 {
+                entry.sequence as u64
+            } else {
+                sequence
+            },
             timestamp: frame_ts,
             error_flag: entry.flags & 1 != 0,
             data: &self.buffer[..len],

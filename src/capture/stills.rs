@@ -161,7 +161,11 @@ impl Stills {
             path: name.to_path_buf(),
         })?;
         Ok(Stills {
-            describe: format!("stills {} ({} images {width}x{height})", name.display(), images.len()),
+            describe: format!(
+                "stills {} ({} images {width}x{height})",
+                name.display(),
+                images.len()
+            ),
             format: FrameFormat {
                 pixel: PixelFormat::Rgb24,
                 width,

@@ -7,6 +7,7 @@
 //! backprop per op. For the common head (GlobalAveragePool → Flatten → Gemm) it reduces to
 //! `α_k = W[c,k] / (H·W)`.
 
+use crate::heatmap::scale_min_max;
 use crate::model::head::{Head, HeadOpKind};
 
 /// Errors of the engine (all about mismatched buffers: the engine never allocates).
@@ -89,12 +90,10 @@ impl GradCam {
             .iter()
             .take_while(|o| !matches!(o.kind, HeadOpKind::SpatialMean))
             .count();
-        let needs_forward = head.ops.iter().any(|o| {
-            matches!(
-                o.kind,
-                HeadOpKind::Relu | HeadOpKind::Clip { .. } | HeadOpKind::Quantize { .. }
-            )
-        });
+        let needs_forward = head
+            .ops
+            .iter()
+            .any(|o| matches!(o.kind, HeadOpKind::Relu | HeadOpKind::Clip { .. }));
         let grad_activations = if spatial_ops_before_pool > 0 {
             vec![0f32; head.channels * head.height * head.width]
         } else {
@@ -180,7 +179,11 @@ impl GradCam {
 
     /// Checks that the head recomputed from the graph reproduces the model's logits, so an
     /// unread or misread op can never produce a plausible but wrong heatmap.
-    pub fn verify(&mut self, activations: &[f32], model_logits: &[f32]) -> Result<(), GradCamError> {
+    pub fn verify(
+        &mut self,
+        activations: &[f32],
+        model_logits: &[f32],
+    ) -> Result<(), GradCamError> {
         self.forward(activations)?;
         let scale = model_logits.iter().fold(1f32, |m, v| m.max(v.abs()));
         let tolerance = 1e-3 * scale;
@@ -309,23 +312,6 @@ impl GradCam {
     }
 }
 
-/// pytorch-grad-cam's `scale_cam_image` normalisation: `x -= min(x); x /= 1e-7 + max(x)`.
-pub fn scale_min_max(values: &mut [f32]) {
-    let min = values.iter().copied().fold(f32::INFINITY, f32::min);
-    if !min.is_finite() {
-        return;
-    }
-    let mut max = f32::NEG_INFINITY;
-    for v in values.iter_mut() {
-        *v -= min;
-        max = max.max(*v);
-    }
-    let denom = 1e-7 + max;
-    for v in values.iter_mut() {
-        *v /= denom;
-    }
-}
-
 fn round_half_even(x: f32) -> f32 {
     let r = x.round();
     if (x - x.trunc()).abs() == 0.5 {
@@ -367,10 +353,7 @@ fn forward_op(
             .zip(x)
             .for_each(|(o, v)| *o = v.max(*lo).min(*hi)),
         HeadOpKind::Dense {
-            n_in,
-            weight,
-            bias,
-            ..
+            n_in, weight, bias, ..
         } => {
             for (o, (row, b)) in y.iter_mut().zip(weight.chunks_exact(*n_in).zip(bias)) {
                 *o = row.iter().zip(x).map(|(w, v)| w * v).sum::<f32>() + b;
@@ -433,9 +416,7 @@ fn backward_op(
             .iter_mut()
             .zip(g_out.iter().zip(x))
             .for_each(|(gi, (go, v))| *gi = if *v >= *lo && *v <= *hi { *go } else { 0.0 }),
-        HeadOpKind::Dense {
-            n_in, weight, ..
-        } => {
+        HeadOpKind::Dense { n_in, weight, .. } => {
             g_in.fill(0.0);
             for (row, go) in weight.chunks_exact(*n_in).zip(g_out) {
                 if *go == 0.0 {
@@ -446,20 +427,13 @@ fn backward_op(
                 }
             }
         }
-        HeadOpKind::Quantize {
-            scale,
-            zero_point,
-            qmin,
-            qmax,
-        } => {
-            // Straight-through with the clipping mask: d/dx of x/scale inside the range.
-            let lo = (qmin - zero_point) * scale;
-            let hi = (qmax - zero_point) * scale;
+        HeadOpKind::Quantize { scale, .. } => {
+            // Straight-through estimator: rounding and saturation are treated as identity,
+            // so d(x / scale)/dx. (With PyTorch's clipping mask a saturated output quantiser
+            // would zero the whole explanation; see the module docs.)
             g_in.iter_mut()
-                .zip(g_out.iter().zip(x))
-                .for_each(|(gi, (go, v))| {
-                    *gi = if *v >= lo && *v <= hi { go / scale } else { 0.0 }
-                });
+                .zip(g_out)
+                .for_each(|(gi, go)| *gi = go / scale);
         }
         HeadOpKind::Dequantize { scale, .. } => g_in
             .iter_mut()

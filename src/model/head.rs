@@ -9,9 +9,12 @@
 //! | Relu, Clip, Dropout, Identity, QuantizeLinear/DequantizeLinear | GlobalAveragePool, ReduceMean over the spatial axes | Flatten, Reshape, Squeeze, Unsqueeze, Dropout, Identity, Relu, Clip, Gemm, MatMul, Add, QuantizeLinear/DequantizeLinear |
 //!
 //! QuantizeLinear → DequantizeLinear pairs on activations (QDQ int8 models) are computed
-//! exactly in the forward pass and differentiated as a straight-through estimator with the
-//! clipping mask, which is the gradient PyTorch's fake quantisation defines. Any other op is
-//! refused by name.
+//! exactly in the forward pass and differentiated with the straight-through estimator: the
+//! pair's gradient is the identity. Rounding has no useful derivative, and a clipping mask
+//! (PyTorch's fake-quant convention) would zero the whole explanation whenever the quantiser
+//! on the logits saturates, which calibrated int8 models do on confident frames. This is the
+//! one documented approximation; the int8 maps are tested against the f32 reference maps.
+//! Any other op is refused by name.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -732,7 +735,9 @@ pub fn extract_head(
         chain_input = node.output[0].as_str();
     }
     if !pooled {
-        return Err(HeadError::NoPool { target: target.into() });
+        return Err(HeadError::NoPool {
+            target: target.into(),
+        });
     }
     if len != logit_count {
         return Err(HeadError::LogitCount {
@@ -761,11 +766,7 @@ fn check_names(g: &Graph<'_>, target: &str, logits: &str) -> Result<(), HeadErro
 }
 
 /// Checks that a tensor exists in the graph, for errors raised before tract is involved.
-pub fn check_tensor_names(
-    model: &ModelProto,
-    target: &str,
-    logits: &str,
-) -> Result<(), HeadError> {
+pub fn check_tensor_names(model: &ModelProto, target: &str, logits: &str) -> Result<(), HeadError> {
     match Graph::new(model, None) {
         Some(g) => check_names(&g, target, logits),
         None => Err(HeadError::MissingTargetLayer {

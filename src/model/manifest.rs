@@ -239,7 +239,10 @@ impl Manifest {
         }
         if let Some(p) = raw.precision.as_deref() {
             if p != "f32" && p != "int8" {
-                return Err(field("precision", format!("is {p:?}; expected \"f32\" or \"int8\"")));
+                return Err(field(
+                    "precision",
+                    format!("is {p:?}; expected \"f32\" or \"int8\""),
+                ));
             }
         }
         let base = path.parent().unwrap_or(Path::new("."));

@@ -150,7 +150,10 @@ impl Model {
             }
             None => 0,
         };
-        let (w, h) = (manifest.input.width as usize, manifest.input.height as usize);
+        let (w, h) = (
+            manifest.input.width as usize,
+            manifest.input.height as usize,
+        );
         let shape: [usize; 4] = match manifest.layout {
             crate::preprocess::Layout::Nchw => [1, 3, h, w],
             crate::preprocess::Layout::Nhwc => [1, h, w, 3],
@@ -163,7 +166,10 @@ impl Model {
                 manifest.outputs.target_layer.as_str(),
                 manifest.outputs.logits.as_str(),
             ])
-            .map_err(tract_err(&path, "select the target layer and logits as outputs"))?;
+            .map_err(tract_err(
+                &path,
+                "select the target layer and logits as outputs",
+            ))?;
         let typed = model.into_typed().map_err(|e| ModelError::Mismatch {
             path: path.display().to_string(),
             field: "input",
@@ -192,12 +198,17 @@ impl Model {
         };
         let (target_shape, target_dt) = fact_shape(0)?;
         let (logits_shape, logits_dt) = fact_shape(1)?;
-        for (field, dt) in [("outputs.target_layer", target_dt), ("outputs.logits", logits_dt)] {
+        for (field, dt) in [
+            ("outputs.target_layer", target_dt),
+            ("outputs.logits", logits_dt),
+        ] {
             if dt != DatumType::F32 {
                 return Err(ModelError::Mismatch {
                     path: path.display().to_string(),
                     field,
-                    problem: format!("names a {dt:?} tensor; dermcam reads f32 (dequantised) outputs"),
+                    problem: format!(
+                        "names a {dt:?} tensor; dermcam reads f32 (dequantised) outputs"
+                    ),
                 });
             }
         }
@@ -242,7 +253,8 @@ impl Model {
             .into_runnable()
             .map_err(tract_err(&path, "plan the model"))?;
         let state = TypedSimpleState::new(&plan).map_err(tract_err(&path, "create a state"))?;
-        let input = Arc::new(Tensor::zero::<f32>(&shape).map_err(tract_err(&path, "allocate the input"))?);
+        let input =
+            Arc::new(Tensor::zero::<f32>(&shape).map_err(tract_err(&path, "allocate the input"))?);
         let mut model = Model {
             manifest,
             state,
@@ -275,10 +287,11 @@ impl Model {
             }
             self.run()?;
             let (acts, logits) = (self.activations(), self.logits());
-            cam.verify(acts, logits).map_err(|source| ModelError::Verify {
-                path: self.manifest.model_path.display().to_string(),
-                source,
-            })?;
+            cam.verify(acts, logits)
+                .map_err(|source| ModelError::Verify {
+                    path: self.manifest.model_path.display().to_string(),
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -398,7 +411,12 @@ fn quantised_ops(proto: &tract_onnx::pb::ModelProto) -> Vec<String> {
         .filter(|t| {
             matches!(
                 t.as_str(),
-                "QuantizeLinear" | "DequantizeLinear" | "QLinearConv" | "QLinearMatMul" | "ConvInteger" | "MatMulInteger"
+                "QuantizeLinear"
+                    | "DequantizeLinear"
+                    | "QLinearConv"
+                    | "QLinearMatMul"
+                    | "ConvInteger"
+                    | "MatMulInteger"
             )
         })
         .collect();

@@ -1,0 +1,540 @@
+//! Configuration: a board file (`boards/NAME.toml`, what a device has) overridden by an
+//! optional config file (what this installation wants). Both use the same keys:
+//!
+//! ```toml
+//! [board]
+//! name = "desktop"
+//! description = "Development machine: bundled recording, PNG output"
+//!
+//! [source]
+//! kind = "recording"        # "recording" (a .dcrec file) or "stills" (a folder of images)
+//! path = "recordings/lesion-mjpeg.dcrec"
+//! realtime = true           # replay at the recorded frame rate (false: as fast as possible)
+//! loop = false              # start again at the end
+//!
+//! [model]
+//! manifest = "models/test/tiny-f32.toml"
+//! # target_class = "mel"    # explain this class instead of the top one
+//!
+//! [preprocess]
+//! crop_fraction = 1.0       # centre square side / the frame's short side (0.1..=1)
+//!
+//! [heatmap]
+//! colormap = "jet"          # "jet" (as pytorch-grad-cam) or "inferno"
+//! opacity = 0.45            # heatmap weight in the blend (0..=1)
+//!
+//! [overlay]
+//! low_confidence = 0.5      # below this probability the result is marked
+//!
+//! [display]
+//! kind = "png"              # headless: PNG files
+//! dir = "out/run"
+//! every = 15                # keep every k-th frame (plus latest.png)
+//!
+//! [pipeline]
+//! frame_slots = 5           # frame buffers (4..=8)
+//! ```
+//!
+//! Relative paths in a board file are relative to the folder that holds `boards/`; in a
+//! config file, relative to the config file. Unknown keys and bad values are errors that
+//! name the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::heatmap::ColorMapKind;
+
+/// Errors reading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A file is not valid TOML, or has an unknown or mistyped key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File (or files, for a merged config).
+        path: String,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: `{key}` {problem}")]
+    Value {
+        /// File(s).
+        path: String,
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No board file of that name.
+    #[error("no board named {name:?}: looked for {tried:?}; available: {available:?}")]
+    NoBoard {
+        /// Requested name.
+        name: String,
+        /// Paths tried.
+        tried: Vec<PathBuf>,
+        /// Boards found.
+        available: Vec<String>,
+    },
+}
+
+/// `[board]`.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BoardSection {
+    /// Board name.
+    #[serde(default)]
+    pub name: String,
+    /// Human description.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Kinds of frame source.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A `.dcrec` recording.
+    Recording,
+    /// A folder of JPEG/PNG stills.
+    Stills,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// Kind of source.
+    #[serde(default = "default_source_kind")]
+    pub kind: SourceKind,
+    /// Recording file or stills folder.
+    #[serde(default = "default_source_path")]
+    pub path: PathBuf,
+    /// Replay at recorded speed.
+    #[serde(default = "yes")]
+    pub realtime: bool,
+    /// Loop at the end.
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Model manifest.
+    #[serde(default = "default_manifest")]
+    pub manifest: PathBuf,
+    /// Label id to explain instead of the top class.
+    #[serde(default)]
+    pub target_class: Option<String>,
+}
+
+/// `[preprocess]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessSection {
+    /// Centre square side relative to the frame's short side.
+    #[serde(default = "one")]
+    pub crop_fraction: f32,
+}
+
+/// `[heatmap]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeatmapSection {
+    /// Colour map name.
+    #[serde(default = "default_colormap")]
+    pub colormap: String,
+    /// Heatmap weight in the blend.
+    #[serde(default = "default_opacity")]
+    pub opacity: f32,
+}
+
+/// `[overlay]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OverlaySection {
+    /// Low-confidence threshold.
+    #[serde(default = "default_low_confidence")]
+    pub low_confidence: f32,
+}
+
+/// Kinds of display.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DisplayKind {
+    /// PNG files.
+    Png,
+    /// Nothing (benchmarks).
+    Null,
+}
+
+/// `[display]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DisplaySection {
+    /// Kind of display.
+    #[serde(default = "default_display_kind")]
+    pub kind: DisplayKind,
+    /// Output folder for PNG files.
+    #[serde(default = "default_out_dir")]
+    pub dir: PathBuf,
+    /// Keep every k-th frame.
+    #[serde(default = "default_every")]
+    pub every: u64,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// Frame buffers in the pool.
+    #[serde(default = "default_slots")]
+    pub frame_slots: usize,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[board]`.
+    #[serde(default)]
+    pub board: BoardSection,
+    /// `[source]`.
+    #[serde(default = "default_source")]
+    pub source: SourceSection,
+    /// `[model]`.
+    #[serde(default = "default_model")]
+    pub model: ModelSection,
+    /// `[preprocess]`.
+    #[serde(default = "default_preprocess")]
+    pub preprocess: PreprocessSection,
+    /// `[heatmap]`.
+    #[serde(default = "default_heatmap")]
+    pub heatmap: HeatmapSection,
+    /// `[overlay]`.
+    #[serde(default = "default_overlay")]
+    pub overlay: OverlaySection,
+    /// `[display]`.
+    #[serde(default = "default_display")]
+    pub display: DisplaySection,
+    /// `[pipeline]`.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: PipelineSection,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> f32 {
+    1.0
+}
+fn default_source_kind() -> SourceKind {
+    SourceKind::Recording
+}
+fn default_source_path() -> PathBuf {
+    PathBuf::from("recordings/lesion-mjpeg.dcrec")
+}
+fn default_manifest() -> PathBuf {
+    PathBuf::from(DEFAULT_MANIFEST)
+}
+fn default_colormap() -> String {
+    "jet".into()
+}
+fn default_opacity() -> f32 {
+    0.45
+}
+fn default_low_confidence() -> f32 {
+    0.5
+}
+fn default_display_kind() -> DisplayKind {
+    DisplayKind::Png
+}
+fn default_out_dir() -> PathBuf {
+    PathBuf::from("out/run")
+}
+fn default_every() -> u64 {
+    15
+}
+fn default_slots() -> usize {
+    5
+}
+fn default_source() -> SourceSection {
+    SourceSection {
+        kind: default_source_kind(),
+        path: default_source_path(),
+        realtime: true,
+        looped: false,
+    }
+}
+fn default_model() -> ModelSection {
+    ModelSection {
+        manifest: default_manifest(),
+        target_class: None,
+    }
+}
+fn default_preprocess() -> PreprocessSection {
+    PreprocessSection { crop_fraction: 1.0 }
+}
+fn default_heatmap() -> HeatmapSection {
+    HeatmapSection {
+        colormap: default_colormap(),
+        opacity: default_opacity(),
+    }
+}
+fn default_overlay() -> OverlaySection {
+    OverlaySection {
+        low_confidence: default_low_confidence(),
+    }
+}
+fn default_display() -> DisplaySection {
+    DisplaySection {
+        kind: default_display_kind(),
+        dir: default_out_dir(),
+        every: default_every(),
+    }
+}
+fn default_pipeline() -> PipelineSection {
+    PipelineSection {
+        frame_slots: default_slots(),
+    }
+}
+
+/// The model manifest used when nothing else is configured.
+pub const DEFAULT_MANIFEST: &str = "models/test/tiny-f32.toml";
+
+/// Keys holding paths, resolved against the file they appear in.
+const PATH_KEYS: [(&str, &str); 3] = [
+    ("source", "path"),
+    ("model", "manifest"),
+    ("display", "dir"),
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            board: BoardSection::default(),
+            source: default_source(),
+            model: default_model(),
+            preprocess: default_preprocess(),
+            heatmap: default_heatmap(),
+            overlay: default_overlay(),
+            display: default_display(),
+            pipeline: default_pipeline(),
+        }
+    }
+}
+
+/// Folders searched for `boards/NAME.toml`, in order: `$DERMCAM_DATA_DIR`, the current
+/// folder, `../share/dermcam` beside the executable, `/usr/share/dermcam`.
+pub fn data_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("DERMCAM_DATA_DIR") {
+        dirs.push(PathBuf::from(d));
+    }
+    dirs.push(PathBuf::from("."));
+    if let Some(share) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.join("../share/dermcam")))
+    {
+        dirs.push(share);
+    }
+    dirs.push(PathBuf::from("/usr/share/dermcam"));
+    dirs
+}
+
+/// Finds a board file by name (or takes a path to one).
+pub fn find_board(name: &str) -> Result<PathBuf, ConfigError> {
+    let as_path = Path::new(name);
+    if name.ends_with(".toml") || name.contains('/') {
+        return if as_path.is_file() {
+            Ok(as_path.to_path_buf())
+        } else {
+            Err(ConfigError::NoBoard {
+                name: name.into(),
+                tried: vec![as_path.to_path_buf()],
+                available: Vec::new(),
+            })
+        };
+    }
+    let mut tried = Vec::new();
+    let mut available = Vec::new();
+    for dir in data_dirs() {
+        let p = dir.join("boards").join(format!("{name}.toml"));
+        if p.is_file() {
+            return Ok(p);
+        }
+        tried.push(p);
+        if let Ok(entries) = std::fs::read_dir(dir.join("boards")) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "toml") {
+                    if let Some(stem) = p.file_stem().and_then(|s| s.to_str()) {
+                        if !available.iter().any(|a| a == stem) {
+                            available.push(stem.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    available.sort();
+    Err(ConfigError::NoBoard {
+        name: name.into(),
+        tried,
+        available,
+    })
+}
+
+fn read_table(path: &Path, base: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+    for (section, key) in PATH_KEYS {
+        if let Some(toml::Value::Table(t)) = table.get_mut(section) {
+            if let Some(toml::Value::String(s)) = t.get_mut(key) {
+                let p = Path::new(s.as_str());
+                if p.is_relative() {
+                    *s = base.join(p).to_string_lossy().into_owned();
+                }
+            }
+        }
+    }
+    Ok(table)
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads a board file and an optional config file over it.
+    pub fn load(board: Option<&Path>, config: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        let mut names = Vec::new();
+        if let Some(b) = board {
+            // Board paths are relative to the folder holding `boards/`.
+            let root = b
+                .parent()
+                .and_then(|p| p.parent())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            let root = if root.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                root
+            };
+            merge(&mut table, read_table(b, &root)?);
+            names.push(b.display().to_string());
+        }
+        if let Some(c) = config {
+            let base = c.parent().map(Path::to_path_buf).unwrap_or_default();
+            merge(&mut table, read_table(c, &base)?);
+            names.push(c.display().to_string());
+        }
+        let origin = if names.is_empty() {
+            "defaults".to_string()
+        } else {
+            names.join(" + ")
+        };
+        let cfg: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: origin.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+        cfg.validate(&origin)?;
+        Ok(cfg)
+    }
+
+    /// Parses one TOML text (paths relative to the current folder).
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Checks value ranges.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, problem: String| ConfigError::Value {
+            path: origin.into(),
+            key,
+            problem,
+        };
+        let f = self.preprocess.crop_fraction;
+        if !(0.1..=1.0).contains(&f) {
+            return Err(bad(
+                "preprocess.crop_fraction",
+                format!("is {f}; must be within 0.1..=1"),
+            ));
+        }
+        let o = self.heatmap.opacity;
+        if !(0.0..=1.0).contains(&o) {
+            return Err(bad(
+                "heatmap.opacity",
+                format!("is {o}; must be within 0..=1"),
+            ));
+        }
+        if self.colormap().is_none() {
+            return Err(bad(
+                "heatmap.colormap",
+                format!(
+                    "is {:?}; expected \"jet\" or \"inferno\"",
+                    self.heatmap.colormap
+                ),
+            ));
+        }
+        let l = self.overlay.low_confidence;
+        if !(0.0..=1.0).contains(&l) {
+            return Err(bad(
+                "overlay.low_confidence",
+                format!("is {l}; must be within 0..=1"),
+            ));
+        }
+        if self.display.every == 0 {
+            return Err(bad("display.every", "is 0; must be at least 1".into()));
+        }
+        let s = self.pipeline.frame_slots;
+        if !(4..=crate::pipeline::pool::MAX_SLOTS).contains(&s) {
+            return Err(bad(
+                "pipeline.frame_slots",
+                format!(
+                    "is {s}; must be within 4..={}",
+                    crate::pipeline::pool::MAX_SLOTS
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The colour map.
+    pub fn colormap(&self) -> Option<ColorMapKind> {
+        self.heatmap.colormap.parse().ok()
+    }
+}

@@ -1,0 +1,309 @@
+//! The `dermcam` binary: subcommands over the library, with context added to errors here.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use dermcam::alloc_count::CountingAlloc;
+use dermcam::app;
+use dermcam::capture::recording::{Recording, ReplayOptions};
+use dermcam::compose::Composer;
+use dermcam::heatmap::ColorMapKind;
+use dermcam::model::Model;
+use dermcam::pipeline::Analyzer;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// dermcam — Grad-CAM screening overlay for handheld dermatoscopes.
+///
+/// A screening aid for trained users, not a diagnosis.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify still images (JPEG/PNG) and write their overlays.
+    Infer {
+        /// Images to classify.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Model manifest (default: the configured default model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Write overlay images into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Explain this class (label id) instead of the top class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Print one JSON object per image per line.
+        #[arg(long)]
+        json: bool,
+        /// Centre square side relative to the image's short side.
+        #[arg(long, default_value_t = 1.0)]
+        crop_fraction: f32,
+        /// Colour map: jet or inferno.
+        #[arg(long, default_value = "jet")]
+        colormap: String,
+        /// Heatmap opacity (0..=1).
+        #[arg(long, default_value_t = 0.45)]
+        opacity: f32,
+    },
+    /// Run the daemon loop: source → model → Grad-CAM → display.
+    Run {
+        /// Config file (overrides the board file).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Board name (boards/NAME.toml) or path; default: desktop.
+        #[arg(long)]
+        board: Option<String>,
+        /// Stop after this many source frames.
+        #[arg(long)]
+        frames: Option<u64>,
+    },
+    /// Benchmark every stage on a recording.
+    Bench {
+        /// Recording to replay (default: the bundled MJPEG recording).
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// Measured frames.
+        #[arg(long, default_value_t = 300)]
+        frames: u64,
+        /// Unmeasured warm-up frames.
+        #[arg(long, default_value_t = 20)]
+        warmup: u64,
+        /// Model manifest.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that a model and its manifest can be used, and say exactly why not.
+    CheckModel {
+        /// Model manifest.
+        manifest: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn default_manifest() -> PathBuf {
+    app::resolve_data_path(std::path::Path::new(dermcam::config::DEFAULT_MANIFEST))
+}
+
+fn infer(
+    images: Vec<PathBuf>,
+    model: Option<PathBuf>,
+    options: app::infer::InferOptions,
+    json: bool,
+) -> Result<bool> {
+    let manifest = model.unwrap_or_else(default_manifest);
+    let model =
+        Model::load(&manifest).with_context(|| format!("loading model {}", manifest.display()))?;
+    let mut inferrer = app::infer::Inferrer::new(model, options).context("preparing inference")?;
+    let mut ok = true;
+    let stdout = std::io::stdout();
+    for image in images {
+        let result = inferrer.infer(&image);
+        let mut out = stdout.lock();
+        match result {
+            Ok(r) if json => {
+                serde_json::to_writer(&mut out, &r)?;
+                writeln!(out)?;
+            }
+            Ok(r) => {
+                writeln!(
+                    out,
+                    "{}: {} ({}) {:.1}%{}",
+                    r.path,
+                    r.top_name,
+                    r.top_class,
+                    r.top_probability * 100.0,
+                    r.overlay.map(|o| format!(" -> {o}")).unwrap_or_default()
+                )?;
+            }
+            Err(e) => {
+                ok = false;
+                log::error!("{e}");
+                if json {
+                    serde_json::to_writer(
+                        &mut out,
+                        &serde_json::json!({"path": image.display().to_string(), "error": e.to_string()}),
+                    )?;
+                    writeln!(out)?;
+                }
+            }
+        }
+    }
+    Ok(ok)
+}
+
+fn bench(
+    source: Option<PathBuf>,
+    frames: u64,
+    warmup: u64,
+    model: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let source_path = source.unwrap_or_else(|| {
+        app::resolve_data_path(std::path::Path::new("recordings/lesion-mjpeg.dcrec"))
+    });
+    let mut recording = Recording::open(
+        &source_path,
+        ReplayOptions {
+            realtime: false,
+            looped: true,
+        },
+    )
+    .with_context(|| format!("opening recording {}", source_path.display()))?;
+    let manifest = model.unwrap_or_else(default_manifest);
+    let model =
+        Model::load(&manifest).with_context(|| format!("loading model {}", manifest.display()))?;
+    let labels = model.manifest().labels.clone();
+    let format = recording.header().format;
+    let mut analyzer = Analyzer::new(
+        model,
+        format.width,
+        format.height,
+        1.0,
+        ColorMapKind::Jet,
+        None,
+    )?;
+    let composer = Composer::new(labels, 0.45, 0.5);
+    let report = app::bench::bench(&mut recording, &mut analyzer, &composer, frames, warmup)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", app::bench::format_table(&report));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    let result: Result<bool> = match cli.command {
+        Command::Infer {
+            images,
+            model,
+            out,
+            class,
+            json,
+            crop_fraction,
+            colormap,
+            opacity,
+        } => colormap
+            .parse::<ColorMapKind>()
+            .map_err(|e| anyhow::anyhow!("--colormap: {e}"))
+            .and_then(|colormap| {
+                infer(
+                    images,
+                    model,
+                    app::infer::InferOptions {
+                        out_dir: out,
+                        class,
+                        crop_fraction,
+                        colormap,
+                        opacity,
+                        low_confidence: 0.5,
+                    },
+                    json,
+                )
+            }),
+        Command::Run {
+            config,
+            board,
+            frames,
+        } => (|| {
+            let cfg = app::run::load_config(board.as_deref(), config.as_deref())
+                .context("loading configuration")?;
+            let stop = AtomicBool::new(false);
+            let counters = dermcam::pipeline::run::Counters::default();
+            let summary = app::run::run(&cfg, frames, &stop, &counters).context("dermcam run")?;
+            let c = summary.counters;
+            log::info!(
+                "done: {} frames composed ({:.1} fps), {} analysed ({:.1}/s), {} skipped, {} dropped, {} corrupt, {} analysis errors",
+                c.composed,
+                summary.display_fps(),
+                c.analysed,
+                summary.inference_fps(),
+                c.skipped,
+                c.dropped,
+                c.corrupt,
+                c.analysis_errors
+            );
+            if cfg.display.kind == dermcam::config::DisplayKind::Png {
+                log::info!("overlays written to {}", cfg.display.dir.display());
+            }
+            Ok(true)
+        })(),
+        Command::Bench {
+            source,
+            frames,
+            warmup,
+            model,
+            json,
+        } => bench(source, frames, warmup, model, json).map(|()| true),
+        Command::CheckModel { manifest, json } => match app::check::check_model(&manifest) {
+            Ok(report) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                } else {
+                    println!("OK: {} can be used by dermcam", manifest.display());
+                    println!("  model        {} ({})", report.name, report.model_file);
+                    println!("  sha256       {} (verified)", report.sha256);
+                    println!("  input        {:?} {}", report.input_shape, report.layout);
+                    println!(
+                        "  target layer {} {:?}",
+                        report.target_layer, report.target_shape
+                    );
+                    println!(
+                        "  logits       {} ({} labels: {})",
+                        report.logits,
+                        report.labels.len(),
+                        report.labels.join(", ")
+                    );
+                    println!("  head         {}", report.head_ops.join(" -> "));
+                    println!(
+                        "  quantised    {}",
+                        if report.quantised_ops.is_empty() {
+                            "no (float model)".into()
+                        } else {
+                            report.quantised_ops.join(", ")
+                        }
+                    );
+                    println!("  loaded and verified in {:.0} ms", report.load_ms);
+                }
+                Ok(true)
+            }
+            Err(e) => {
+                eprintln!("NOT SUPPORTED: {}: {e}", manifest.display());
+                Ok(false)
+            }
+        },
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
