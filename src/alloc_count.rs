@@ -33,6 +33,7 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static CURRENT: Cell<u8> = const { Cell::new(0) };
+    static THREAD_DERMCAM: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The counting allocator: forwards to the system allocator and counts allocations
@@ -45,6 +46,9 @@ fn record(size: usize) {
     // `try_with` never allocates (const-initialised, no destructor) and fails only while the
     // thread is being torn down, when we charge dermcam.
     let bucket = CURRENT.try_with(Cell::get).unwrap_or(0) as usize;
+    if bucket == Bucket::Dermcam as usize {
+        let _ = THREAD_DERMCAM.try_with(|c| c.set(c.get() + 1));
+    }
     COUNTS[bucket].fetch_add(1, Ordering::Relaxed);
     BYTES[bucket].fetch_add(size as u64, Ordering::Relaxed);
 }
@@ -114,6 +118,12 @@ pub fn snapshot() -> Counts {
         c.bytes[i] = BYTES[i].load(Ordering::Relaxed);
     }
     c
+}
+
+/// Allocations charged to [`Bucket::Dermcam`] by the calling thread only (immune to other
+/// threads of the process, such as a test harness printing progress).
+pub fn thread_dermcam_allocations() -> u64 {
+    THREAD_DERMCAM.try_with(Cell::get).unwrap_or(0)
 }
 
 /// Whether [`CountingAlloc`] is the global allocator of this process (it has seen an

@@ -7,7 +7,9 @@ block's ReLU6 output, 1280 x S/32 x S/32) and `logits`; head GlobalAveragePool -
 Calibration: a temperature T is fitted on the *validation* split's logits (NLL) and folded
 into the Gemm (W/T, b/T). This changes no prediction (argmax is unchanged) and no Grad-CAM
 map (the map is scaled by 1/T before its normalisation), only the softmax confidence.
-Writes <out>.json with T, the opset and the torch-vs-onnxruntime check."""
+Optionally (--mel-recall-floor) a melanoma logit offset chosen on the validation split is
+folded into the Gemm bias: a screening decision rule favouring melanoma sensitivity.
+Writes <out>.export.json with T, the offset, the opset and the torch-vs-onnxruntime check."""
 import argparse
 import json
 import os
@@ -18,8 +20,8 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
-from common import HERE, normalise
-from train import build_model, load_cache, predict
+from common import HERE, MEL, normalise
+from train import build_model, load_cache, metrics, predict
 
 
 class TwoOutputs(nn.Module):
@@ -56,6 +58,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(HERE, "..", "efficientnet-lite0-ham10000", "model-f32.onnx"))
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--no-temperature", action="store_true")
+    ap.add_argument("--mel-recall-floor", type=float, default=0.0,
+                    help="if > 0: add to the melanoma logit the offset (grid 0..4, step 0.05) that maximises "
+                         "validation balanced accuracy subject to validation melanoma recall >= this floor")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -78,6 +83,24 @@ def main():
         nll1 = nn.functional.cross_entropy(vlog / t, torch.from_numpy(yva)).item()
         info.update(temperature=t, val_nll_before=nll0, val_nll_after=nll1)
         print(f"temperature {t:.4f}: val NLL {nll0:.4f} -> {nll1:.4f}")
+
+    if args.mel_recall_floor > 0:
+        vlog = predict(net, xva)  # temperature already folded in
+        best = None
+        for d in np.arange(0, 4.0001, 0.05):
+            z = vlog.clone()
+            z[:, MEL] += float(d)
+            met = metrics(yva, z.argmax(1).numpy())
+            ok = met["mel_recall"] >= args.mel_recall_floor
+            key = (ok, met["balanced_accuracy"] if ok else met["mel_recall"])
+            if best is None or key > best[0]:
+                best = (key, float(d), met)
+        _, d, met = best
+        with torch.no_grad():
+            net._fc.bias[MEL] += d
+        info.update(mel_logit_offset=d, mel_recall_floor=args.mel_recall_floor, val_after_offset=met)
+        print(f"melanoma logit offset {d:.2f}: val balanced accuracy {met['balanced_accuracy']:.4f}, "
+              f"mel recall {met['mel_recall']:.4f}")
 
     wrapper = TwoOutputs(net).eval()
     dummy = torch.zeros(1, 3, size, size)

@@ -91,6 +91,10 @@ def main():
                     help="also quantise the head (default: the features Clip, GlobalAveragePool, Flatten and Gemm stay float)")
     ap.add_argument("--keep-activations", action="store_true",
                     help="keep every Clip (ReLU6) as its own node with its own QDQ pair (less accurate)")
+    ap.add_argument("--float-depthwise", action="store_true",
+                    help="keep the depthwise convs (and so their inputs/outputs) float: they are the most "
+                         "quantisation-sensitive layers of MobileNet-style nets and hold few weights")
+    ap.add_argument("--float-first", type=int, default=0, help="keep the first N Conv nodes float")
     ap.add_argument("--val-limit", type=int, default=0, help="check agreement on the first N val images only")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -113,7 +117,13 @@ def main():
     quant_pre_process(args.f32, pre, skip_optimization=True, skip_symbolic_shape=True)
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[args.method]
-    exclude = [] if args.quantize_head else head_nodes(onnx.load(pre))
+    pm = onnx.load(pre)
+    exclude = [] if args.quantize_head else head_nodes(pm)
+    convs = [n for n in pm.graph.node if n.op_type == "Conv"]
+    exclude += [n.name for n in convs[:args.float_first]]
+    if args.float_depthwise:
+        exclude += [n.name for n in convs
+                    if next((a.i for a in n.attribute if a.name == "group"), 1) > 1 and n.name not in exclude]
     quantize_static(pre, args.out, Reader(batches), quant_format=QuantFormat.QDQ, nodes_to_exclude=exclude,
                     per_channel=not args.per_tensor, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=method,

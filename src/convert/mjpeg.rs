@@ -53,7 +53,7 @@ pub enum MjpegFault {
 /// end is rejected as truncated. Each call builds a short-lived `zune-jpeg`
 /// decoder over the borrowed payload and decodes with `decode_into` into the caller's
 /// buffer, so no output `Vec` is allocated; the decoder's internal allocations (component
-/// buffers, Huffman tables) happen inside [`alloc_count::scope`]`(`[`Bucket::Decoder`]`)`.
+/// buffers, Huffman tables) happen inside `alloc_count::scope(Bucket::Decoder, ..)`.
 #[derive(Debug, Clone)]
 pub struct MjpegDecoder {
     width: u32,

@@ -104,14 +104,14 @@ impl ColorLut {
     /// The table index of `v`: `uint8(255 * v)` computed in `f32` and truncated, like
     /// numpy's `np.uint8(255 * mask)`, with `v` clamped to `[0, 1]` first (NaN gives 0).
     #[inline]
-    pub fn index(v: f32) -> u8 {
+    pub fn index(&self, v: f32) -> u8 {
         (255.0f32 * v.clamp(0.0, 1.0)) as u8
     }
 
     /// The colour of `v` (see [`index`](Self::index)).
     #[inline]
     pub fn color(&self, v: f32) -> [u8; 3] {
-        self.table[usize::from(Self::index(v))]
+        self.table[usize::from(self.index(v))]
     }
 
     /// Colours the map `map` (values in `[0, 1]`) into packed RGB `out_rgb`, which must
@@ -125,7 +125,7 @@ impl ColorLut {
             });
         }
         for (&v, px) in map.iter().zip(out_rgb.chunks_exact_mut(3)) {
-            px.copy_from_slice(&self.table[usize::from(Self::index(v))]);
+            px.copy_from_slice(&self.table[usize::from(self.index(v))]);
         }
         Ok(())
     }

@@ -1,0 +1,258 @@
+//! Zero heap allocations per frame in dermcam's own frame path, proved with a counting
+//! global allocator.
+//!
+//! - The threaded loop (capture → convert → pool hand-over → preprocess → model → Grad-CAM →
+//!   heatmap → blend → overlay drawing → sink) runs ≥ 500 composed frames after warm-up on
+//!   YUYV, RGB24 and MJPEG recordings; every allocation on any thread in that window is
+//!   counted. dermcam's bucket must be exactly 0. tract's run and the MJPEG decoder are
+//!   charged to their own buckets and reported (not zero: tract allocates its outputs per
+//!   run; zune-jpeg allocates per decode).
+//! - A single-threaded pass attributes allocations to each stage and asserts each of
+//!   dermcam's stages makes none.
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+
+use common::repo;
+use dermcam::alloc_count::{self, Bucket, CountingAlloc, Counts};
+use dermcam::capture::recording::{Recording, ReplayOptions};
+use dermcam::capture::{FrameSource, Poll};
+use dermcam::compose::{Composer, Rates};
+use dermcam::convert::Converter;
+use dermcam::display::{DisplayError, FrameSink};
+use dermcam::frame::RgbFrame;
+use dermcam::heatmap::ColorMapKind;
+use dermcam::model::Model;
+use dermcam::pipeline::run::{run_pipeline, Counters, RunOptions};
+use dermcam::pipeline::{Analysis, Analyzer, Stage, StageProbe};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// The counters are process-wide: tests in this binary run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const WARMUP: u64 = 50;
+const MEASURED: u64 = 500;
+
+/// A sink that snapshots the allocation counters at the start and end of the measured window.
+struct WindowSink {
+    start: Option<Counts>,
+    end: Option<Counts>,
+    frames: u64,
+}
+
+impl FrameSink for WindowSink {
+    fn show(&mut self, _: &RgbFrame, _: Option<&Analysis>, index: u64) -> Result<(), DisplayError> {
+        if index == WARMUP {
+            self.start = Some(alloc_count::snapshot());
+        }
+        if index == WARMUP + MEASURED {
+            self.end = Some(alloc_count::snapshot());
+        }
+        self.frames += 1;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "window sink".into()
+    }
+}
+
+fn analyzer_for(source: &Recording) -> (Analyzer, Composer) {
+    let model = Model::load(&repo().join("models/test/tiny-f32.toml")).expect("model");
+    let labels = model.manifest().labels.clone();
+    let f = source.header().format;
+    let analyzer =
+        Analyzer::new(model, f.width, f.height, 1.0, ColorMapKind::Jet, None).expect("analyzer");
+    (analyzer, Composer::new(labels, 0.45, 0.5))
+}
+
+fn threaded_window(recording: &str) -> (Counts, u64) {
+    let mut source = Recording::open(
+        &repo().join(recording),
+        ReplayOptions {
+            realtime: false,
+            looped: true,
+        },
+    )
+    .expect("recording");
+    let (mut analyzer, composer) = analyzer_for(&source);
+    let mut sink = WindowSink {
+        start: None,
+        end: None,
+        frames: 0,
+    };
+    let counters = Counters::default();
+    let stop = AtomicBool::new(false);
+    let options = RunOptions {
+        frame_slots: 5,
+        max_frames: None,
+        status_every: std::time::Duration::from_secs(3600),
+    };
+    // Stop as soon as the window is measured.
+    let summary = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            run_pipeline(
+                &mut source,
+                &mut analyzer,
+                &composer,
+                &mut sink,
+                options,
+                &counters,
+                &stop,
+            )
+        });
+        while counters.snapshot().composed <= WARMUP + MEASURED + 1 && !h.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        h.join().expect("join")
+    })
+    .expect("run");
+    let (start, end) = (
+        sink.start.expect("window start"),
+        sink.end.expect("window end"),
+    );
+    assert!(summary.counters.composed > WARMUP + MEASURED);
+    assert_eq!(summary.counters.corrupt, 0);
+    (end.since(&start), summary.counters.analysed)
+}
+
+fn assert_threaded_zero(recording: &str, expect_decoder: bool) {
+    let _serial = serial();
+    let (d, analysed) = threaded_window(recording);
+    eprintln!(
+        "{recording}: over {MEASURED} composed frames: dermcam {} allocations, tract {} ({} analyses in the run), decoder {}",
+        d.get(Bucket::Dermcam),
+        d.get(Bucket::Tract),
+        analysed,
+        d.get(Bucket::Decoder)
+    );
+    assert_eq!(
+        d.get(Bucket::Dermcam),
+        0,
+        "{recording}: dermcam's frame path allocated {} times ({} bytes) in {MEASURED} frames",
+        d.get(Bucket::Dermcam),
+        d.bytes[Bucket::Dermcam as usize]
+    );
+    assert!(
+        d.get(Bucket::Tract) > 0,
+        "tract's run must be counted (counter works)"
+    );
+    if !expect_decoder {
+        assert_eq!(d.get(Bucket::Decoder), 0);
+    }
+}
+
+#[test]
+fn threaded_loop_allocates_nothing_per_frame_yuyv() {
+    assert_threaded_zero("recordings/lesion-yuyv.dcrec", false);
+}
+
+#[test]
+fn threaded_loop_allocates_nothing_per_frame_rgb24() {
+    assert_threaded_zero("recordings/lesion-rgb24.dcrec", false);
+}
+
+#[test]
+fn threaded_loop_allocates_nothing_per_frame_mjpeg_decoder_reported_apart() {
+    assert_threaded_zero("recordings/lesion-mjpeg.dcrec", true);
+}
+
+/// Snapshots counters around each stage.
+struct AllocProbe {
+    open: Option<u64>,
+    per_stage: [u64; 6],
+    record: bool,
+}
+
+impl StageProbe for AllocProbe {
+    fn begin(&mut self, _: Stage) {
+        self.open = Some(alloc_count::thread_dermcam_allocations());
+    }
+    fn end(&mut self, stage: Stage) {
+        let now = alloc_count::thread_dermcam_allocations();
+        if let (true, Some(open)) = (self.record, self.open.take()) {
+            let i = Stage::ALL.iter().position(|s| *s == stage).expect("stage");
+            self.per_stage[i] += now - open;
+        }
+    }
+}
+
+fn per_stage(recording: &str) -> [u64; 6] {
+    let mut source = Recording::open(
+        &repo().join(recording),
+        ReplayOptions {
+            realtime: false,
+            looped: true,
+        },
+    )
+    .expect("recording");
+    let (mut analyzer, composer) = analyzer_for(&source);
+    let f = source.header().format;
+    let mut converter = Converter::new(f).expect("converter");
+    let mut rgb = RgbFrame::new(f.width, f.height);
+    let mut out = RgbFrame::new(f.width, f.height);
+    let mut analysis = analyzer.new_analysis();
+    let mut probe = AllocProbe {
+        open: None,
+        per_stage: [0; 6],
+        record: false,
+    };
+    for i in 0..(WARMUP + MEASURED) {
+        probe.record = i >= WARMUP;
+        let mut ok = false;
+        let poll = source
+            .poll_frame(std::time::Instant::now(), &mut |raw| {
+                probe.begin(Stage::Convert);
+                ok = converter.convert(&raw, &mut rgb).is_ok();
+                probe.end(Stage::Convert);
+            })
+            .expect("poll");
+        assert_eq!(poll, Poll::Frame);
+        assert!(ok, "frame {i} converts");
+        analyzer
+            .analyze(&rgb, &mut analysis, &mut probe)
+            .expect("analyze");
+        probe.begin(Stage::Compose);
+        composer
+            .compose(&rgb, Some(&analysis), Rates::default(), &mut out)
+            .expect("compose");
+        probe.end(Stage::Compose);
+    }
+    probe.per_stage
+}
+
+fn assert_stages_zero(rec: &str) {
+    let _serial = serial();
+    let counts = per_stage(rec);
+    for (stage, n) in Stage::ALL.iter().zip(counts) {
+        assert_eq!(
+            n,
+            0,
+            "{rec}: stage {} allocated {n} times in {MEASURED} frames",
+            stage.name()
+        );
+    }
+}
+
+#[test]
+fn every_stage_allocates_nothing_yuyv() {
+    assert_stages_zero("recordings/lesion-yuyv.dcrec");
+}
+
+#[test]
+fn every_stage_allocates_nothing_rgb24() {
+    assert_stages_zero("recordings/lesion-rgb24.dcrec");
+}
+
+#[test]
+fn every_stage_allocates_nothing_mjpeg() {
+    assert_stages_zero("recordings/lesion-mjpeg.dcrec");
+}
