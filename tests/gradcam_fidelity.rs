@@ -32,7 +32,7 @@ fn upsample_like_pytorch_grad_cam(
     ow: usize,
     oh: usize,
 ) -> Vec<f32> {
-    let up = Upsampler::new(w, h, ow, oh).expect("upsampler");
+    let mut up = Upsampler::new(w, h, ow, oh).expect("upsampler");
     let mut out = vec![0f32; ow * oh];
     up.run(cam, &mut out).expect("upsample");
     for v in &mut out {

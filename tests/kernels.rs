@@ -842,7 +842,7 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let src: Vec<f32> = noise(sw * sh, seed).iter().map(|&b| f32::from(b) / 255.0).collect();
-        let up = Upsampler::new(sw, sh, dw, dh).expect("valid");
+        let mut up = Upsampler::new(sw, sh, dw, dh).expect("valid");
         let mut dst = vec![0.0f32; dw * dh];
         up.run(&src, &mut dst).expect("run");
         let want = naive_upsample(&src, sw, sh, dw, dh);
@@ -908,11 +908,11 @@ proptest! {
 #[test]
 fn upsample_edges_and_identity() {
     // 2 -> 4: OpenCV gives [a, 0.75a + 0.25b, 0.25a + 0.75b, b].
-    let up = Upsampler::new(2, 1, 4, 1).expect("valid");
+    let mut up = Upsampler::new(2, 1, 4, 1).expect("valid");
     let mut dst = [0.0f32; 4];
     up.run(&[0.0, 1.0], &mut dst).expect("run");
     assert_eq!(dst, [0.0, 0.25, 0.75, 1.0]);
-    let same = Upsampler::new(3, 2, 3, 2).expect("valid");
+    let mut same = Upsampler::new(3, 2, 3, 2).expect("valid");
     let src = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
     let mut out = [0.0f32; 6];
     same.run(&src, &mut out).expect("run");
@@ -928,7 +928,7 @@ fn heatmap_errors() {
             ..
         })
     ));
-    let up = Upsampler::new(7, 7, 16, 16).expect("valid");
+    let mut up = Upsampler::new(7, 7, 16, 16).expect("valid");
     let mut dst = vec![0.0f32; 256];
     assert_eq!(
         up.run(&[0.0; 48], &mut dst),

@@ -43,7 +43,7 @@ pub enum InferError {
         /// Image.
         path: PathBuf,
         /// Cause.
-        source: AnalyzeError,
+        source: Box<AnalyzeError>,
     },
     /// The overlay could not be written.
     #[error(transparent)]
@@ -133,7 +133,7 @@ impl Inferrer {
         let (w, h) = img.dimensions();
         let analyze_err = |source| InferError::Analyze {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         };
         self.analyzer
             .resize_for(w, h, self.options.crop_fraction)

@@ -89,21 +89,12 @@ struct FrameEntry {
 }
 
 /// How to replay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ReplayOptions {
     /// Replay at the recorded timestamps (else as fast as possible).
     pub realtime: bool,
     /// Start again at the end.
     pub looped: bool,
-}
-
-impl Default for ReplayOptions {
-    fn default() -> Self {
-        ReplayOptions {
-            realtime: false,
-            looped: false,
-        }
-    }
 }
 
 /// The header of a recording.

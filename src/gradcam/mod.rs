@@ -193,7 +193,8 @@ impl GradCam {
             .zip(model_logits)
             .enumerate()
         {
-            if !((r - m).abs() <= tolerance) {
+            let close = (r - m).abs() <= tolerance;
+            if !close {
                 return Err(GradCamError::HeadMismatch {
                     index,
                     recomputed: *r,
