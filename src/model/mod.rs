@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::alloc_count::{self, Bucket};
 use crate::gradcam::{GradCam, GradCamError};
@@ -158,6 +159,22 @@ impl Model {
             crate::preprocess::Layout::Nchw => [1, 3, h, w],
             crate::preprocess::Layout::Nhwc => [1, h, w, 3],
         };
+        if let Ok(declared) = model.input_fact(input_index) {
+            if let Some(dims) = declared.shape.concretize() {
+                let declared: Vec<i64> = dims.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
+                let wanted: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
+                if declared.iter().all(|d| *d >= 0) && declared != wanted {
+                    return Err(ModelError::Mismatch {
+                        path: path.display().to_string(),
+                        field: "input",
+                        problem: format!(
+                            "describes a {wanted:?} tensor ({:?}), but the model declares its input as {declared:?}",
+                            manifest.layout
+                        ),
+                    });
+                }
+            }
+        }
         model
             .set_input_fact(input_index, f32::fact(shape).into())
             .map_err(tract_err(&path, "set the input shape"))?;

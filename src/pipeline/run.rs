@@ -407,17 +407,38 @@ fn compose_loop(
     inference_rate: &AtomicU64,
 ) -> Result<(), RunError> {
     let mut last: Option<u64> = None;
+    let mut shown: Option<u64> = None;
     let mut meter = RateMeter::default();
     let mut index = 0u64;
     loop {
         let Some(frame) = frames.wait_newer(last, Duration::from_millis(100)) else {
             if frames.is_closed() && frames.newest_sequence() <= last {
+                // The source ended: let inference finish the last frame, then show the
+                // final analysis once more so a finite source never loses it.
+                while !analyses.is_closed() {
+                    drop(analyses.wait_newer(shown, Duration::from_millis(100)));
+                }
+                if analyses.newest_sequence() > shown {
+                    if let (Some(frame), Some(analysis)) = (frames.newest(), analyses.newest()) {
+                        let rates = Rates {
+                            display_fps: meter.fps,
+                            inference_fps: f32::from_bits(
+                                inference_rate.load(Ordering::Relaxed) as u32
+                            ),
+                        };
+                        composer.compose(&frame, Some(&analysis), rates, output)?;
+                        drop(frame);
+                        sink.show(output, Some(&analysis), index)?;
+                        bump(&counters.composed);
+                    }
+                }
                 return Ok(());
             }
             continue;
         };
         last = Some(frame.sequence());
         let analysis = analyses.newest();
+        shown = analysis.as_ref().map(|a| a.sequence());
         let rates = Rates {
             display_fps: meter.tick(Instant::now()),
             inference_fps: f32::from_bits(inference_rate.load(Ordering::Relaxed) as u32),
