@@ -5,8 +5,11 @@
 //! their buffers: the bytes stay in the source's own buffer and the caller converts them
 //! straight into a pooled RGB frame. Time is passed in, so replay is deterministic.
 
+pub mod fault;
+pub mod negotiate;
 pub mod recording;
 pub mod stills;
+pub mod v4l2;
 
 use std::time::{Duration, Instant};
 
@@ -124,6 +127,24 @@ pub enum CaptureError {
     /// A still image could not be used.
     #[error(transparent)]
     Stills(#[from] stills::StillsError),
+    /// The camera was lost: unplugged, or the driver failed it (`ENODEV`, `EIO`, ...).
+    /// Sources that can reconnect retry with back-off instead of returning this for good.
+    #[error("camera lost during {op}: {source}")]
+    Disconnected {
+        /// What was being done (an ioctl name, "open", ...).
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No frame arrived within the dequeue timeout.
+    #[error("no frame within {waited:?}")]
+    Timeout {
+        /// How long the source waited.
+        waited: Duration,
+    },
+    /// A V4L2 device could not be opened or configured.
+    #[error(transparent)]
+    V4l2(#[from] v4l2::V4l2Error),
 }
 
 /// A source of raw frames.

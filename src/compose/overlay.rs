@@ -137,18 +137,21 @@ pub fn draw_overlay<D: Shade>(target: &mut D, info: &OverlayInfo<'_>) -> Result<
 
     let mut line: heapless::String<128> = heapless::String::new();
     let mut rate: heapless::String<32> = heapless::String::new();
-    let _ = write!(
-        rate,
-        "{:.1} fps  model {:.1}/s",
-        info.fps, info.inference_fps
-    );
-    Text::with_text_style(
-        &rate,
-        Point::new(size.width as i32 - pad, pad + (fh - sh) / 2),
-        small_text,
-        top_right,
-    )
-    .draw(target)?;
+    // Rates only mean something for a live stream (a still has none).
+    if info.fps > 0.0 || info.inference_fps > 0.0 {
+        let _ = write!(
+            rate,
+            "{:.1} fps  model {:.1}/s",
+            info.fps, info.inference_fps
+        );
+        Text::with_text_style(
+            &rate,
+            Point::new(size.width as i32 - pad, pad + (fh - sh) / 2),
+            small_text,
+            top_right,
+        )
+        .draw(target)?;
+    }
 
     let bar_w = (size.width as i32 / 2).max(40);
     let bar = Rectangle::new(

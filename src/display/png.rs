@@ -21,6 +21,8 @@ pub const SHEET_TILES: usize = 12;
 pub struct PngSink {
     dir: PathBuf,
     every: u64,
+    /// Keep a thumbnail of every n-th written frame (doubles as the run grows).
+    sheet_every: u64,
     thumbs: Vec<RgbImage>,
     thumb_width: u32,
     written: u64,
@@ -56,6 +58,7 @@ impl PngSink {
         Ok(PngSink {
             dir: dir.to_path_buf(),
             every: every.max(1),
+            sheet_every: 1,
             thumbs: Vec::with_capacity(SHEET_TILES * 2),
             thumb_width: 320,
             written: 0,
@@ -72,6 +75,9 @@ impl PngSink {
         write_png_atomic(&path, frame)?;
         write_png_atomic(&self.dir.join("latest.png"), frame)?;
         self.written += 1;
+        if (self.written - 1) % self.sheet_every != 0 {
+            return Ok(());
+        }
         if let Some(img) = RgbImage::from_raw(frame.width(), frame.height(), frame.data().to_vec())
         {
             let h = (frame.height() as u64 * self.thumb_width as u64 / frame.width().max(1) as u64)
@@ -85,7 +91,7 @@ impl PngSink {
                     i += 1;
                     i % 2 == 1
                 });
-                self.every *= 2;
+                self.sheet_every *= 2;
             }
         }
         Ok(())
