@@ -93,6 +93,8 @@ fn check_f32_golden(file: &str) {
         Some(model.head().width as u64)
     );
     let d = max_abs_diff(&r.grid, &grid);
+    let du = max_abs_diff(&r.upsampled, &f32s(&g["cam_upsampled"]["values"]));
+    eprintln!("{file}: grid max abs diff {d:.2e}, upsampled {du:.2e}");
     assert!(
         d <= GRID_TOLERANCE,
         "{file}: grid map differs from pytorch-grad-cam by {d}"
