@@ -11,6 +11,10 @@
 //! path = "recordings/lesion-mjpeg.dcrec"
 //! realtime = true           # replay at the recorded frame rate (false: as fast as possible)
 //! loop = false              # start again at the end
+//! # kind = "v4l2"           # a camera, with:
+//! # device = "/dev/video0"  #   node, or a /dev/v4l/by-id or by-path name
+//! # formats = ["MJPG", "YUYV"]  # preference order (RGB3 too; NV12 not yet)
+//! # width = 640, height = 480, fps = 15, buffers = 4
 //!
 //! [model]
 //! manifest = "models/test/tiny-f32.toml"
@@ -106,6 +110,8 @@ pub enum SourceKind {
     Recording,
     /// A folder of JPEG/PNG stills.
     Stills,
+    /// A V4L2 camera (`device`, `formats`, `width`, `height`, `fps`, `buffers`).
+    V4l2,
 }
 
 /// `[source]`.
@@ -124,6 +130,68 @@ pub struct SourceSection {
     /// Loop at the end.
     #[serde(default, rename = "loop")]
     pub looped: bool,
+    /// V4L2: device node or stable name (`/dev/video0`, `video0`, a `/dev/v4l/by-id` name).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// V4L2: pixel formats in order of preference (`"MJPG"`, `"YUYV"`, `"RGB3"`).
+    #[serde(default = "default_formats")]
+    pub formats: Vec<String>,
+    /// V4L2: desired width.
+    #[serde(default = "default_width")]
+    pub width: u32,
+    /// V4L2: desired height.
+    #[serde(default = "default_height")]
+    pub height: u32,
+    /// V4L2: desired frame rate.
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    /// V4L2: mmap buffers.
+    #[serde(default = "default_buffers")]
+    pub buffers: u32,
+}
+
+impl SourceSection {
+    /// The V4L2 settings of this section (meaningful for `kind = "v4l2"`).
+    pub fn v4l2_config(&self) -> Result<crate::capture::v4l2::V4l2Config, (&'static str, String)> {
+        let mut formats = Vec::new();
+        for f in &self.formats {
+            formats.push(
+                crate::capture::negotiate::parse_format(f).map_err(|e| ("source.formats", e))?,
+            );
+        }
+        if formats.is_empty() {
+            return Err((
+                "source.formats",
+                "is empty; list at least one of \"MJPG\", \"YUYV\", \"RGB3\"".into(),
+            ));
+        }
+        for (key, v) in [("source.width", self.width), ("source.height", self.height)] {
+            if !(16..=8192).contains(&v) {
+                return Err((key, format!("is {v}; must be within 16..=8192")));
+            }
+        }
+        if !(1..=240).contains(&self.fps) {
+            return Err((
+                "source.fps",
+                format!("is {}; must be within 1..=240", self.fps),
+            ));
+        }
+        if !(2..=32).contains(&self.buffers) {
+            return Err((
+                "source.buffers",
+                format!("is {}; must be within 2..=32", self.buffers),
+            ));
+        }
+        Ok(crate::capture::v4l2::V4l2Config {
+            device: self.device.clone(),
+            formats,
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            buffers: self.buffers,
+            ..Default::default()
+        })
+    }
 }
 
 /// `[model]`.
@@ -268,12 +336,36 @@ fn default_every() -> u64 {
 fn default_slots() -> usize {
     5
 }
+fn default_device() -> String {
+    "/dev/video0".into()
+}
+fn default_formats() -> Vec<String> {
+    vec!["MJPG".into(), "YUYV".into()]
+}
+fn default_width() -> u32 {
+    640
+}
+fn default_height() -> u32 {
+    480
+}
+fn default_fps() -> u32 {
+    15
+}
+fn default_buffers() -> u32 {
+    4
+}
 fn default_source() -> SourceSection {
     SourceSection {
         kind: default_source_kind(),
         path: default_source_path(),
         realtime: true,
         looped: false,
+        device: default_device(),
+        formats: default_formats(),
+        width: default_width(),
+        height: default_height(),
+        fps: default_fps(),
+        buffers: default_buffers(),
     }
 }
 fn default_model() -> ModelSection {
@@ -342,11 +434,16 @@ pub fn data_dirs() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(d));
     }
     dirs.push(PathBuf::from("."));
-    if let Some(share) = std::env::current_exe()
+    if let Some(exe_dir) = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|p| p.join("../share/dermcam")))
+        .and_then(|e| e.parent().map(Path::to_path_buf))
     {
-        dirs.push(share);
+        dirs.push(exe_dir.join("../share/dermcam"));
+        // A development build (`target/release/dermcam`): the checkout it was built from.
+        let checkout = exe_dir.join("../..");
+        if checkout.join("boards").is_dir() && checkout.join("Cargo.toml").is_file() {
+            dirs.push(checkout);
+        }
     }
     dirs.push(PathBuf::from("/usr/share/dermcam"));
     dirs
@@ -487,6 +584,11 @@ impl Config {
             key,
             problem,
         };
+        if self.source.kind == SourceKind::V4l2 {
+            self.source
+                .v4l2_config()
+                .map_err(|(key, problem)| bad(key, problem))?;
+        }
         let f = self.preprocess.crop_fraction;
         if !(0.1..=1.0).contains(&f) {
             return Err(bad(

@@ -88,6 +88,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the V4L2 cameras with their formats, sizes and frame rates.
+    Devices,
+    /// Record raw camera frames into a recording (.dcrec) that replays anywhere.
+    Record {
+        /// Camera: /dev/videoN, videoN, or a /dev/v4l/by-id or by-path name (default: the
+        /// board's `source.device`, else /dev/video0).
+        #[arg(long)]
+        device: Option<String>,
+        /// Board whose `[source]` gives formats, size and rate (default: desktop).
+        #[arg(long)]
+        board: Option<String>,
+        /// Stop after this many frames.
+        #[arg(long, conflicts_with = "seconds")]
+        frames: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// The recording to write (appears only when complete).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Check that a model and its manifest can be used, and say exactly why not.
     CheckModel {
         /// Model manifest.
@@ -190,6 +211,86 @@ fn bench(
     Ok(())
 }
 
+fn record(
+    device: Option<String>,
+    board: Option<String>,
+    frames: Option<u64>,
+    seconds: Option<f64>,
+    out: PathBuf,
+) -> Result<()> {
+    use dermcam::capture::v4l2::{CaptureStatus, V4l2Source};
+    use dermcam::capture::FrameSource;
+    let cfg = app::run::load_config(Some(board.as_deref().unwrap_or("desktop")), None)
+        .context("loading configuration")?;
+    let mut v4l2 = cfg
+        .source
+        .v4l2_config()
+        .map_err(|(key, problem)| anyhow::anyhow!("{key} {problem}"))?;
+    if let Some(d) = device {
+        v4l2.device = d;
+    } else if cfg.source.kind != dermcam::config::SourceKind::V4l2 {
+        v4l2.device = "/dev/video0".into();
+    }
+    let limit = match (frames, seconds) {
+        (Some(n), _) => app::record::Limit::Frames(n),
+        (None, Some(s)) if s > 0.0 && s.is_finite() => {
+            app::record::Limit::Duration(std::time::Duration::from_secs_f64(s))
+        }
+        (None, Some(s)) => anyhow::bail!("--seconds {s}: must be positive"),
+        (None, None) => anyhow::bail!("say how much to record: --frames N or --seconds S"),
+    };
+    let device_name = v4l2.device.clone();
+    let mut source = V4l2Source::open(v4l2, std::time::Instant::now())
+        .with_context(|| format!("opening camera {device_name}"))?;
+    if source.status() == CaptureStatus::NoCamera {
+        anyhow::bail!(
+            "camera {device_name} not found (`dermcam devices` lists the cameras on this machine)"
+        );
+    }
+    log::info!("recording from {}", source.describe());
+    let interval = source.inner().interval();
+    let stop = AtomicBool::new(false);
+    let summary = app::record::record(
+        &mut source,
+        &out,
+        limit,
+        (interval.den, interval.num),
+        &stop,
+    )
+    .with_context(|| format!("recording to {}", out.display()))?;
+    let stats = source.stats();
+    println!(
+        "wrote {}: {} frames {} {}x{} over {:.2} s ({} flagged by the driver, {} short frames skipped; camera: {} dropped, {} timeouts, {} reconnects)",
+        summary.path.display(),
+        summary.frames,
+        summary.format.pixel,
+        summary.format.width,
+        summary.format.height,
+        summary.duration.as_secs_f64(),
+        summary.flagged,
+        summary.skipped_short,
+        stats.dropped,
+        stats.timeouts,
+        stats.reconnects
+    );
+    Ok(())
+}
+
+/// The error with its causes, leaving out a cause whose text its parent already quoted.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
@@ -257,6 +358,18 @@ fn main() -> ExitCode {
             model,
             json,
         } => bench(source, frames, warmup, model, json).map(|()| true),
+        Command::Devices => {
+            let devices = app::devices::list();
+            print!("{}", app::devices::format_report(&devices));
+            Ok(true)
+        }
+        Command::Record {
+            device,
+            board,
+            frames,
+            seconds,
+            out,
+        } => record(device, board, frames, seconds, out).map(|()| true),
         Command::CheckModel { manifest, json } => match app::check::check_model(&manifest) {
             Ok(report) => {
                 if json {
@@ -302,7 +415,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
