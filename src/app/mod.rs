@@ -2,7 +2,9 @@
 
 pub mod bench;
 pub mod check;
+pub mod devices;
 pub mod infer;
+pub mod record;
 pub mod run;
 
 use std::path::{Path, PathBuf};

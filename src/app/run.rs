@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::capture::recording::{Recording, ReplayOptions};
 use crate::capture::stills::Stills;
+use crate::capture::v4l2::{V4l2Error, V4l2Source};
 use crate::capture::{CaptureError, FrameSource};
 use crate::compose::Composer;
 use crate::config::{Config, DisplayKind, SourceKind};
@@ -52,6 +53,13 @@ pub fn open_source(config: &Config) -> Result<Box<dyn FrameSource>, CaptureError
             Duration::from_millis(if config.source.realtime { 500 } else { 0 }),
             config.source.looped,
         )?),
+        SourceKind::V4l2 => {
+            let v4l2 = config
+                .source
+                .v4l2_config()
+                .map_err(|(key, problem)| V4l2Error::Config(format!("{key} {problem}")))?;
+            Box::new(V4l2Source::open(v4l2, std::time::Instant::now())?)
+        }
     })
 }
 

@@ -11,11 +11,13 @@
 //!    non-preferred format beats no picture; [`Choice::preferred`] says when that happened.
 //!    NV12 and other formats are recognised but not supported (no converter yet): they are
 //!    never chosen, and a camera offering only those is an error that names them.
-//! 2. **Size**, tier by tier, and the format order decides within a tier:
-//!    1. the exact size asked for;
-//!    2. the nearest larger size (at least as wide *and* as high; smallest area, then
-//!       smallest width) — the crop and resize downstream handle any size;
-//!    3. the largest smaller size (largest area, then largest width).
+//! 2. **Size**, tier by tier:
+//!    1. the exact size asked for (the format order picks among formats offering it);
+//!    2. the nearest larger size (at least as wide *and* as high): the format order first,
+//!       then the smallest area, then the smallest width — the crop and resize downstream
+//!       handle any size;
+//!    3. the largest smaller size (largest area, then largest width, then the format order:
+//!       here resolution matters more than format).
 //!
 //!    So `MJPG` at 1280x720 loses to `YUYV` at exactly 640x480 when 640x480 is asked for, and
 //!    `MJPG` at 800x600 wins over `YUYV` at 1280x960 (both larger: `MJPG` is preferred).
@@ -299,7 +301,8 @@ pub fn choose(offered: &[Offered], pref: &Preference) -> Result<Choice, Negotiat
             order.push(*f);
         }
     }
-    let mut best: Option<((SizeMatch, usize, (u64, u32)), &Offered, PixelFormat)> = None;
+    type Key = (SizeMatch, (u64, u32), (u64, u32));
+    let mut best: Option<(Key, &Offered, PixelFormat)> = None;
     for o in offered {
         let Some(pixel) = PixelFormat::from_fourcc(o.fourcc) else {
             continue;
@@ -308,7 +311,12 @@ pub fn choose(offered: &[Offered], pref: &Preference) -> Result<Choice, Negotiat
             continue;
         };
         let (tier, within) = size_rank(o, pref.width, pref.height);
-        let key = (tier, format_rank, within);
+        // Exact and larger sizes all serve: the format order decides, then the nearest size.
+        // Smaller sizes lose detail: the largest wins, then the format order.
+        let key = match tier {
+            SizeMatch::Smaller => (tier, within, (format_rank as u64, 0)),
+            _ => (tier, (format_rank as u64, 0), within),
+        };
         if best.as_ref().is_none_or(|(k, _, _)| key < *k) {
             best = Some((key, o, pixel));
         }
@@ -375,20 +383,86 @@ mod tests {
     #[test]
     fn table_of_fallbacks() {
         // (offered, preference) -> (format, w, h, size match, preferred)
-        let cases: Vec<(&str, Vec<Offered>, Preference, (PixelFormat, u32, u32, SizeMatch, bool))> = vec![
-            ("exact, first preference", uvc(), pref(&[M, Y], 640, 480, 30), (M, 640, 480, SizeMatch::Exact, true)),
-            ("exact, second preference", uvc(), pref(&[Y, M], 640, 480, 30), (Y, 640, 480, SizeMatch::Exact, true)),
-            ("exact size beats format order", uvc(), pref(&[Y, M], 1280, 720, 30), (M, 1280, 720, SizeMatch::Exact, true)),
-            ("nearest larger", uvc(), pref(&[M], 800, 600, 30), (M, 1280, 720, SizeMatch::Larger, true)),
-            ("nearest larger prefers preferred format", vec![d(b"YUYV", 1024, 768, &[30]), d(b"MJPG", 1280, 960, &[30])], pref(&[M, Y], 800, 600, 30), (M, 1280, 960, SizeMatch::Larger, true)),
-            ("larger must cover both sides", vec![d(b"MJPG", 1920, 400, &[30]), d(b"MJPG", 1024, 768, &[30])], pref(&[M], 800, 600, 30), (M, 1024, 768, SizeMatch::Larger, true)),
-            ("largest smaller", uvc(), pref(&[M], 4000, 3000, 30), (M, 1920, 1080, SizeMatch::Smaller, true)),
-            ("largest smaller across formats", vec![d(b"YUYV", 320, 240, &[30]), d(b"YUYV", 640, 480, &[30])], pref(&[Y], 1280, 720, 30), (Y, 640, 480, SizeMatch::Smaller, true)),
-            ("non-preferred format as last resort", vec![d(b"YUYV", 640, 480, &[30])], pref(&[M], 640, 480, 30), (Y, 640, 480, SizeMatch::Exact, false)),
-            ("preferred larger beats fallback exact? no: exact tier first", vec![d(b"RGB3", 640, 480, &[30]), d(b"MJPG", 1280, 720, &[30])], pref(&[M], 640, 480, 30), (R, 640, 480, SizeMatch::Exact, false)),
-            ("NV12 skipped", vec![d(b"NV12", 640, 480, &[30]), d(b"YUYV", 640, 480, &[30])], pref(&[M, Y], 640, 480, 30), (Y, 640, 480, SizeMatch::Exact, true)),
-            ("JPEG fourcc is MJPEG", vec![d(b"JPEG", 640, 480, &[30])], pref(&[M], 640, 480, 30), (M, 640, 480, SizeMatch::Exact, true)),
-            ("RGB3 preferred", vec![d(b"YUYV", 640, 480, &[30]), d(b"RGB3", 640, 480, &[30])], pref(&[R], 640, 480, 30), (R, 640, 480, SizeMatch::Exact, true)),
+        type Expected = (PixelFormat, u32, u32, SizeMatch, bool);
+        let cases: Vec<(&str, Vec<Offered>, Preference, Expected)> = vec![
+            (
+                "exact, first preference",
+                uvc(),
+                pref(&[M, Y], 640, 480, 30),
+                (M, 640, 480, SizeMatch::Exact, true),
+            ),
+            (
+                "exact, second preference",
+                uvc(),
+                pref(&[Y, M], 640, 480, 30),
+                (Y, 640, 480, SizeMatch::Exact, true),
+            ),
+            (
+                "exact size beats format order",
+                uvc(),
+                pref(&[Y, M], 1280, 720, 30),
+                (M, 1280, 720, SizeMatch::Exact, true),
+            ),
+            (
+                "nearest larger",
+                uvc(),
+                pref(&[M], 800, 600, 30),
+                (M, 1280, 720, SizeMatch::Larger, true),
+            ),
+            (
+                "nearest larger prefers preferred format",
+                vec![d(b"YUYV", 1024, 768, &[30]), d(b"MJPG", 1280, 960, &[30])],
+                pref(&[M, Y], 800, 600, 30),
+                (M, 1280, 960, SizeMatch::Larger, true),
+            ),
+            (
+                "larger must cover both sides",
+                vec![d(b"MJPG", 1920, 400, &[30]), d(b"MJPG", 1024, 768, &[30])],
+                pref(&[M], 800, 600, 30),
+                (M, 1024, 768, SizeMatch::Larger, true),
+            ),
+            (
+                "largest smaller",
+                uvc(),
+                pref(&[M], 4000, 3000, 30),
+                (M, 1920, 1080, SizeMatch::Smaller, true),
+            ),
+            (
+                "largest smaller across formats",
+                vec![d(b"YUYV", 320, 240, &[30]), d(b"YUYV", 640, 480, &[30])],
+                pref(&[Y], 1280, 720, 30),
+                (Y, 640, 480, SizeMatch::Smaller, true),
+            ),
+            (
+                "non-preferred format as last resort",
+                vec![d(b"YUYV", 640, 480, &[30])],
+                pref(&[M], 640, 480, 30),
+                (Y, 640, 480, SizeMatch::Exact, false),
+            ),
+            (
+                "preferred larger beats fallback exact? no: exact tier first",
+                vec![d(b"RGB3", 640, 480, &[30]), d(b"MJPG", 1280, 720, &[30])],
+                pref(&[M], 640, 480, 30),
+                (R, 640, 480, SizeMatch::Exact, false),
+            ),
+            (
+                "NV12 skipped",
+                vec![d(b"NV12", 640, 480, &[30]), d(b"YUYV", 640, 480, &[30])],
+                pref(&[M, Y], 640, 480, 30),
+                (Y, 640, 480, SizeMatch::Exact, true),
+            ),
+            (
+                "JPEG fourcc is MJPEG",
+                vec![d(b"JPEG", 640, 480, &[30])],
+                pref(&[M], 640, 480, 30),
+                (M, 640, 480, SizeMatch::Exact, true),
+            ),
+            (
+                "RGB3 preferred",
+                vec![d(b"YUYV", 640, 480, &[30]), d(b"RGB3", 640, 480, &[30])],
+                pref(&[R], 640, 480, 30),
+                (R, 640, 480, SizeMatch::Exact, true),
+            ),
         ];
         for (name, offered, p, (pixel, w, h, m, preferred)) in cases {
             let c = choose(&offered, &p).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -404,34 +478,121 @@ mod tests {
     fn table_of_rates() {
         let f = |v: &[u32]| Rates::Discrete(v.iter().map(|x| Interval::from_fps(*x)).collect());
         let cases = [
-            ("exact", f(&[30, 15, 5]), 15, Interval::from_fps(15), RateMatch::Exact),
-            ("slowest faster", f(&[60, 30, 5]), 25, Interval::from_fps(30), RateMatch::Faster),
-            ("fastest slower", f(&[15, 10, 5]), 25, Interval::from_fps(15), RateMatch::Slower),
-            ("none enumerated", f(&[]), 25, Interval::from_fps(25), RateMatch::Exact),
-            ("NTSC 30000/1001 faster than 25", Rates::Discrete(vec![Interval { num: 1001, den: 30000 }, Interval::from_fps(15)]), 25, Interval { num: 1001, den: 30000 }, RateMatch::Faster),
-            ("range contains", Rates::Range { min: Interval::from_fps(60), max: Interval::from_fps(1) }, 25, Interval::from_fps(25), RateMatch::Exact),
-            ("range too slow for 120", Rates::Range { min: Interval::from_fps(60), max: Interval::from_fps(1) }, 120, Interval::from_fps(60), RateMatch::Slower),
-            ("range too fast for 1", Rates::Range { min: Interval::from_fps(60), max: Interval::from_fps(5) }, 1, Interval::from_fps(5), RateMatch::Faster),
+            (
+                "exact",
+                f(&[30, 15, 5]),
+                15,
+                Interval::from_fps(15),
+                RateMatch::Exact,
+            ),
+            (
+                "slowest faster",
+                f(&[60, 30, 5]),
+                25,
+                Interval::from_fps(30),
+                RateMatch::Faster,
+            ),
+            (
+                "fastest slower",
+                f(&[15, 10, 5]),
+                25,
+                Interval::from_fps(15),
+                RateMatch::Slower,
+            ),
+            (
+                "none enumerated",
+                f(&[]),
+                25,
+                Interval::from_fps(25),
+                RateMatch::Exact,
+            ),
+            (
+                "NTSC 30000/1001 faster than 25",
+                Rates::Discrete(vec![
+                    Interval {
+                        num: 1001,
+                        den: 30000,
+                    },
+                    Interval::from_fps(15),
+                ]),
+                25,
+                Interval {
+                    num: 1001,
+                    den: 30000,
+                },
+                RateMatch::Faster,
+            ),
+            (
+                "range contains",
+                Rates::Range {
+                    min: Interval::from_fps(60),
+                    max: Interval::from_fps(1),
+                },
+                25,
+                Interval::from_fps(25),
+                RateMatch::Exact,
+            ),
+            (
+                "range too slow for 120",
+                Rates::Range {
+                    min: Interval::from_fps(60),
+                    max: Interval::from_fps(1),
+                },
+                120,
+                Interval::from_fps(60),
+                RateMatch::Slower,
+            ),
+            (
+                "range too fast for 1",
+                Rates::Range {
+                    min: Interval::from_fps(60),
+                    max: Interval::from_fps(5),
+                },
+                1,
+                Interval::from_fps(5),
+                RateMatch::Faster,
+            ),
         ];
         for (name, rates, fps, interval, m) in cases {
             assert_eq!(choose_rate(&rates, fps), (interval, m), "{name}");
         }
         // The rate comes from the chosen size's own list.
         let c = choose(&uvc(), &pref(&[Y], 320, 240, 15)).unwrap();
-        assert_eq!((c.interval, c.rate_match), (Interval::from_fps(30), RateMatch::Faster));
+        assert_eq!(
+            (c.interval, c.rate_match),
+            (Interval::from_fps(30), RateMatch::Faster)
+        );
     }
 
     #[test]
     fn errors_name_the_problem() {
-        assert_eq!(choose(&[], &pref(&[M], 640, 480, 30)), Err(NegotiateError::NothingOffered));
-        let e = choose(&[d(b"NV12", 640, 480, &[30]), d(b"H264", 640, 480, &[30])], &pref(&[M], 640, 480, 30))
-            .unwrap_err();
-        assert_eq!(e, NegotiateError::NoSupportedFormat { offered: "NV12, H264".into() });
+        assert_eq!(
+            choose(&[], &pref(&[M], 640, 480, 30)),
+            Err(NegotiateError::NothingOffered)
+        );
+        let e = choose(
+            &[d(b"NV12", 640, 480, &[30]), d(b"H264", 640, 480, &[30])],
+            &pref(&[M], 640, 480, 30),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            NegotiateError::NoSupportedFormat {
+                offered: "NV12, H264".into()
+            }
+        );
         assert!(e.to_string().contains("NV12 is not supported yet"));
-        assert!(matches!(choose(&uvc(), &pref(&[M], 0, 480, 30)), Err(NegotiateError::BadRequest { .. })));
+        assert!(matches!(
+            choose(&uvc(), &pref(&[M], 0, 480, 30)),
+            Err(NegotiateError::BadRequest { .. })
+        ));
         assert_eq!(parse_format("MJPG"), Ok(M));
         assert_eq!(parse_format("JPEG"), Ok(M));
-        assert!(parse_format("NV12").unwrap_err().contains("not supported yet"));
-        assert!(parse_format("XXXX").unwrap_err().contains("not a pixel format"));
+        assert!(parse_format("NV12")
+            .unwrap_err()
+            .contains("not supported yet"));
+        assert!(parse_format("XXXX")
+            .unwrap_err()
+            .contains("not a pixel format"));
     }
 }
