@@ -21,8 +21,8 @@ use proptest::prelude::*;
 const YUYV_TIE_BAND: f64 = 0.01;
 /// RGB24 stride copy: exact.
 const RGB_COPY_TOL: i32 = 0;
-/// Resize (PIL BILINEAR) in grey levels, f32 kernel vs f64 reference, before normalisation.
-const RESIZE_TOL: f64 = 1e-3;
+/// Resize (PIL BILINEAR) in grey levels, fixed-point kernel vs the naive Pillow port: exact.
+const RESIZE_TOL: f64 = 0.0;
 /// Normalised tensor values, f32 kernel vs f64 reference.
 const TENSOR_TOL: f64 = 1e-4;
 /// Upsample (OpenCV INTER_LINEAR), values in [0, 1].
@@ -96,25 +96,48 @@ fn naive_pil_coeffs(in_size: usize, out_size: usize, xx: usize) -> (usize, Vec<f
     (xmin as usize, k)
 }
 
-/// PIL `Image.resize((ow, oh), BILINEAR)` of the crop, without intermediate rounding:
-/// interleaved RGB, f64.
+/// PIL `Image.resize((ow, oh), BILINEAR)` of the crop, written from Pillow's definition:
+/// coefficients in f64 (`precompute_coeffs`), converted to 22-bit fixed point
+/// (`normalize_coeffs_8bpc`), a horizontal pass into 8-bit, then a vertical pass, each
+/// rounding with `clip8`. Interleaved RGB grey levels.
 fn naive_resize(rgb: &[u8], fw: usize, crop: CropRect, ow: usize, oh: usize) -> Vec<f64> {
     let (cw, ch) = (crop.width as usize, crop.height as usize);
+    let fixed = |w: f64| -> i64 {
+        let s = w * 4_194_304.0;
+        if w < 0.0 {
+            (s - 0.5).trunc() as i64
+        } else {
+            (s + 0.5).trunc() as i64
+        }
+    };
+    let clip8 = |acc: i64| -> u8 { (acc >> 22).clamp(0, 255) as u8 };
+    // Horizontal pass over every crop row.
+    let mut mid = vec![0u8; ch * ow * 3];
+    for y in 0..ch {
+        for xx in 0..ow {
+            let (xmin, wx) = naive_pil_coeffs(cw, ow, xx);
+            for c in 0..3 {
+                let mut acc: i64 = 1 << 21;
+                for (i, w) in wx.iter().enumerate() {
+                    let px = crop.x as usize + xmin + i;
+                    let py = crop.y as usize + y;
+                    acc += fixed(*w) * i64::from(rgb[(py * fw + px) * 3 + c]);
+                }
+                mid[(y * ow + xx) * 3 + c] = clip8(acc);
+            }
+        }
+    }
+    // Vertical pass.
     let mut out = vec![0.0; ow * oh * 3];
     for yy in 0..oh {
         let (ymin, wy) = naive_pil_coeffs(ch, oh, yy);
         for xx in 0..ow {
-            let (xmin, wx) = naive_pil_coeffs(cw, ow, xx);
             for c in 0..3 {
-                let mut s = 0.0;
-                for (j, wyj) in wy.iter().enumerate() {
-                    for (i, wxi) in wx.iter().enumerate() {
-                        let px = crop.x as usize + xmin + i;
-                        let py = crop.y as usize + ymin + j;
-                        s += wyj * wxi * f64::from(rgb[(py * fw + px) * 3 + c]);
-                    }
+                let mut acc: i64 = 1 << 21;
+                for (j, w) in wy.iter().enumerate() {
+                    acc += fixed(*w) * i64::from(mid[((ymin + j) * ow + xx) * 3 + c]);
                 }
-                out[(yy * ow + xx) * 3 + c] = s;
+                out[(yy * ow + xx) * 3 + c] = f64::from(clip8(acc));
             }
         }
     }
@@ -1074,4 +1097,53 @@ fn colormaps_match_golden() {
         }
         println!("{name}: max difference from golden {worst} (tolerance {tol})");
     }
+}
+
+/// The resize equals real PIL output to the grey level: `tests/golden/preprocess/*.json`
+/// holds `crop.resize((64, 64), Image.BILINEAR)` computed by Pillow on synthetic PNGs.
+#[test]
+fn resize_equals_pillow_golden() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/preprocess");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("golden dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let g: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        let image = concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string()
+            + g["image"].as_str().expect("image");
+        let img = image::open(&image).expect("png").to_rgb8();
+        let (fw, fh) = img.dimensions();
+        let c = &g["crop"];
+        let crop = CropRect {
+            x: c["x"].as_u64().expect("x") as u32,
+            y: c["y"].as_u64().expect("y") as u32,
+            width: c["width"].as_u64().expect("w") as u32,
+            height: c["height"].as_u64().expect("h") as u32,
+        };
+        let s = spec(64, 64, Layout::Nchw, 255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+        let mut pre = Preprocessor::new(fw, fh, crop, &s).expect("valid");
+        let mut out = vec![0.0f32; s.len()];
+        pre.run(img.as_raw(), &mut out).expect("run");
+        let want: Vec<u8> = g["resized_rgb_u8"]
+            .as_array()
+            .expect("resized")
+            .iter()
+            .map(|v| v.as_u64().expect("u8") as u8)
+            .collect();
+        let differing = pre.resized_rgb().iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "{}: {differing} grey levels differ from Pillow", path.display());
+        let tensor: Vec<f32> = g["input"]
+            .as_array()
+            .expect("input")
+            .iter()
+            .map(|v| v.as_f64().expect("f") as f32)
+            .collect();
+        let worst = out.iter().zip(&tensor).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst <= 1e-5, "{}: tensor differs by {worst}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 2, "expected the Pillow goldens");
 }
