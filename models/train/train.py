@@ -1,6 +1,6 @@
 """Fine-tune ImageNet EfficientNet-Lite0 on the HAM10000 train split (CPU).
 
-    nice -n 5 python train.py /work/shared/data/ham10000 [--size 160] [--epochs 12] [--resume]
+    nice -n 5 python train.py /work/shared/data/ham10000 [--size 160] [--epochs 28] [--resume]
 
 Images are preprocessed exactly as dermcam does (common.crop_resize_uint8) once and kept in
 memory as uint8; augmentation (flips, 90-degree rotations, small rotation/scale/shift, colour
@@ -119,7 +119,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
     ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=28)
     ap.add_argument("--samples-per-epoch", type=int, default=3200)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=6e-4, help="backbone peak lr (head gets 5x)")
@@ -128,7 +128,7 @@ def main():
     ap.add_argument("--balance-power", type=float, default=0.5,
                     help="sampler draws class c with p ~ n_c^power; loss weight n_c^(power-1)")
     ap.add_argument("--freeze-blocks", type=int, default=3, help="freeze stem + first N MBConv blocks")
-    ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--resume", action="store_true")

