@@ -17,7 +17,7 @@
 //! # width = 640, height = 480, fps = 15, buffers = 4
 //!
 //! [model]
-//! manifest = "models/test/tiny-f32.toml"
+//! manifest = "models/efficientnet-lite0-ham10000/model-f32.toml"
 //! # target_class = "mel"    # explain this class instead of the top one
 //!
 //! [preprocess]
@@ -402,7 +402,7 @@ fn default_pipeline() -> PipelineSection {
 }
 
 /// The model manifest used when nothing else is configured.
-pub const DEFAULT_MANIFEST: &str = "models/test/tiny-f32.toml";
+pub const DEFAULT_MANIFEST: &str = "models/efficientnet-lite0-ham10000/model-f32.toml";
 
 /// Keys holding paths, resolved against the file they appear in.
 const PATH_KEYS: [(&str, &str); 3] = [
