@@ -295,11 +295,25 @@ def main():
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--tag", default=None, help="output name (results/<tag>.json|.md)")
     ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
+    ap.add_argument("--lossless", metavar="DIR", default=None,
+                    help="decode every image once with PIL and save it as PNG in DIR (outside the "
+                         "repo), then give both engines the PNGs: separates JPEG-decoder differences "
+                         "(PIL's libjpeg vs dermcam's zune-jpeg) from preprocessing and inference")
     args = ap.parse_args()
 
     t0 = time.time()
     rows = read_split(args.split)
     paths = [image_path(args.data_dir, r["image_id"]) for r in rows]
+    if args.lossless:
+        from PIL import Image
+        os.makedirs(args.lossless, exist_ok=True)
+        lossless = []
+        for p in paths:
+            out = os.path.join(args.lossless, os.path.splitext(os.path.basename(p))[0] + ".png")
+            if not os.path.exists(out):
+                Image.open(p).convert("RGB").save(out)
+            lossless.append(out)
+        paths = lossless
     groups = np.array([r["lesion_id"] for r in rows])
     manifests = [load_manifest(p) for p in args.manifest]
     res = {"split": args.split, "n_images": len(rows), "n_lesions": int(len(set(groups))), "engine": args.engine,
