@@ -58,7 +58,7 @@ fn desktop_board_loads_and_its_paths_exist() {
     assert_eq!(
         cfg.model.manifest.canonicalize().unwrap(),
         repo()
-            .join("models/test/tiny-int8.toml")
+            .join("models/efficientnet-lite0-ham10000/model-f32.toml")
             .canonicalize()
             .unwrap()
     );
@@ -183,7 +183,10 @@ fn config_file_overrides_the_board_and_resolves_its_own_paths() {
     assert_eq!(cfg.board.name, "desktop");
     assert!(cfg.source.path.is_file(), "{}", cfg.source.path.display());
     assert!(cfg.source.path.ends_with("recordings/lesion-mjpeg.dcrec"));
-    assert!(cfg.model.manifest.ends_with("models/test/tiny-int8.toml"));
+    assert!(cfg
+        .model
+        .manifest
+        .ends_with("models/efficientnet-lite0-ham10000/model-f32.toml"));
 
     // The same through `load_config`, and a config file alone gets the defaults under it.
     let via = load_config(Some("desktop"), Some(&cfg_path)).expect("load_config");

@@ -1123,7 +1123,14 @@ fn resize_equals_pillow_golden() {
             width: c["width"].as_u64().expect("w") as u32,
             height: c["height"].as_u64().expect("h") as u32,
         };
-        let s = spec(64, 64, Layout::Nchw, 255.0, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+        let s = spec(
+            64,
+            64,
+            Layout::Nchw,
+            255.0,
+            [0.485, 0.456, 0.406],
+            [0.229, 0.224, 0.225],
+        );
         let mut pre = Preprocessor::new(fw, fh, crop, &s).expect("valid");
         let mut out = vec![0.0f32; s.len()];
         pre.run(img.as_raw(), &mut out).expect("run");
@@ -1133,16 +1140,34 @@ fn resize_equals_pillow_golden() {
             .iter()
             .map(|v| v.as_u64().expect("u8") as u8)
             .collect();
-        let differing = pre.resized_rgb().iter().zip(&want).filter(|(a, b)| a != b).count();
-        assert_eq!(differing, 0, "{}: {differing} grey levels differ from Pillow", path.display());
+        let differing = pre
+            .resized_rgb()
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differing,
+            0,
+            "{}: {differing} grey levels differ from Pillow",
+            path.display()
+        );
         let tensor: Vec<f32> = g["input"]
             .as_array()
             .expect("input")
             .iter()
             .map(|v| v.as_f64().expect("f") as f32)
             .collect();
-        let worst = out.iter().zip(&tensor).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-        assert!(worst <= 1e-5, "{}: tensor differs by {worst}", path.display());
+        let worst = out
+            .iter()
+            .zip(&tensor)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{}: tensor differs by {worst}",
+            path.display()
+        );
         checked += 1;
     }
     assert!(checked >= 2, "expected the Pillow goldens");
