@@ -22,3 +22,4 @@ pub mod heatmap;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;
+pub mod record;
