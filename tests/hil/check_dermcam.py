@@ -65,6 +65,13 @@ check("panicked" not in log, "no panic in dermcam.log")
 m = re.search(r"done: (\d+) frames composed .*?(\d+) analysed.*?(\d+) analysis errors", log)
 check(m and int(m.group(1)) > 0 and int(m.group(2)) > 0 and int(m.group(3)) == 0,
       f"frames composed and analysed, no analysis errors ({m.group(0) if m else 'no summary line'})")
+if "source: v4l2" in log:
+    # The real V4L2 path: vivid's webcam input negotiated through S_FMT/S_PARM in the guest.
+    check(re.search(r"negotiated YUYV 640x480 at 25 fps", log),
+          "V4L2 format negotiated in the guest: YUYV 640x480 at 25 fps")
+    check(re.search(r"source: v4l2 /dev/video0 \(vivid[^)]*\) YUYV 640x480 stride 1280", log),
+          "dermcam streams /dev/video0 (vivid) with bytesperline 1280")
+    check(m and int(m.group(1)) >= 5, "at least 5 camera frames composed")
 latest = os.path.join(out, "dermcam-out", "run", "latest.png")
 check(os.path.exists(latest), "overlay written: /hil/out/run/latest.png")
 if os.path.exists(latest):

@@ -14,9 +14,10 @@ case "$ARCH" in
     *) echo "unknown arch $ARCH" >&2; exit 2 ;;
 esac
 export DERMCAM_BIN=${2:-${DERMCAM_BIN:-$DEF}}
-# TODO(dermcam V4L2 + fbdev): switch tests/hil/boards/hil-vm.toml to /dev/video0 + /dev/fb0 and
-# set DERMCAM_SHOT_PATTERN to the line dermcam prints once its screen is drawn.
-export DERMCAM_ARGS=${DERMCAM_ARGS:-run --board boards/hil-vm.toml --frames 10}
-export DERMCAM_FILES=${DERMCAM_FILES:-tests/hil/boards/hil-vm.toml=boards/hil-vm.toml models/test recordings/lesion-mjpeg.dcrec}
+# dermcam captures from vivid's /dev/video0 through the real V4L2 ioctls (boards/hil-vivid.toml;
+# boards/hil-vm.toml replays the bundled recording instead). The fbdev display is the device
+# issue's: until then the overlay goes to PNG files the host checks.
+export DERMCAM_ARGS=${DERMCAM_ARGS:-run --board boards/hil-vivid.toml --frames 40}
+export DERMCAM_FILES=${DERMCAM_FILES:-tests/hil/boards/hil-vivid.toml=boards/hil-vivid.toml models/test}
 export DERMCAM_CHECK=${DERMCAM_CHECK:-python3 $HERE/check_dermcam.py}
 exec "$HERE/run.sh" "$ARCH"
