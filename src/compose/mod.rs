@@ -10,7 +10,7 @@ use crate::model::Label;
 use crate::pipeline::Analysis;
 
 pub use canvas::RgbCanvas;
-pub use overlay::{draw_overlay, Finding, OverlayInfo, DISCLAIMER};
+pub use overlay::{draw_overlay, effective_state, Finding, OverlayInfo, ScreenState, DISCLAIMER};
 
 /// Errors composing a frame.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +70,13 @@ impl Composer {
         self.opacity = opacity.clamp(0.0, 1.0);
     }
 
-    /// Composes `frame` with `analysis` (if any) into `out`. Allocates nothing.
+    /// Low-confidence threshold.
+    pub fn low_confidence(&self) -> f32 {
+        self.low_confidence
+    }
+
+    /// Composes `frame` with `analysis` (if any) into `out` in the `Live` state (which shows
+    /// as `LowConfidence` below the threshold). Allocates nothing.
     pub fn compose(
         &self,
         frame: &RgbFrame,
@@ -78,6 +84,24 @@ impl Composer {
         rates: Rates,
         out: &mut RgbFrame,
     ) -> Result<(), ComposeError> {
+        self.compose_with_state(frame, analysis, rates, ScreenState::Live, out)
+    }
+
+    /// Composes `frame` with `analysis` (if any) into `out`, showing `state` (`NoCamera`
+    /// ignores the frame's content; `ModelError` shows no heatmap or result; `Live` becomes
+    /// `LowConfidence` below the threshold). Allocates nothing.
+    pub fn compose_with_state(
+        &self,
+        frame: &RgbFrame,
+        analysis: Option<&Analysis>,
+        rates: Rates,
+        state: ScreenState,
+        out: &mut RgbFrame,
+    ) -> Result<(), ComposeError> {
+        let analysis = match state {
+            ScreenState::NoCamera | ScreenState::ModelError => None,
+            _ => analysis,
+        };
         if !out.copy_from(frame) {
             return Err(ComposeError::Size {
                 out_w: out.width(),
@@ -109,6 +133,7 @@ impl Composer {
             inference_fps: rates.inference_fps,
             crop,
             low_confidence: self.low_confidence,
+            state,
         };
         if let Some(mut canvas) = RgbCanvas::new(out.data_mut(), w, h) {
             let Ok(()) = draw_overlay(&mut canvas, &info);
