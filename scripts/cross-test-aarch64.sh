@@ -60,6 +60,8 @@ summary() {
     if [ "$rc" -eq 0 ]; then echo "cross-test-aarch64: OK"; else echo "cross-test-aarch64: FAILED (exit $rc)" >&2; fi
 }
 trap summary EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # --- 1. packages -------------------------------------------------------------------------------
 install_missing() {
