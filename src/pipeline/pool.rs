@@ -122,30 +122,32 @@ impl<T> SlotPool<T> {
             return None;
         }
         let (index, sequence) = st.newest?;
-        st.refs[index] += 1;
-        drop(st);
-        let guard = self.slots[index].read().unwrap_or_else(|p| p.into_inner());
-        Some(ReadSlot {
-            pool: self,
-            index,
-            sequence,
-            guard: Some(guard),
-        })
+        Some(self.borrow_read(st, index, sequence))
     }
 
     /// Borrows the newest slot without waiting, whatever its sequence.
     pub fn newest(&self) -> Option<ReadSlot<'_, T>> {
-        let mut st = self.lock();
+        let st = self.lock();
         let (index, sequence) = st.newest?;
+        Some(self.borrow_read(st, index, sequence))
+    }
+
+    /// Counts a reader of `index` under the lock, then takes the slot's read guard.
+    fn borrow_read(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        index: usize,
+        sequence: u64,
+    ) -> ReadSlot<'_, T> {
         st.refs[index] += 1;
         drop(st);
         let guard = self.slots[index].read().unwrap_or_else(|p| p.into_inner());
-        Some(ReadSlot {
+        ReadSlot {
             pool: self,
             index,
             sequence,
             guard: Some(guard),
-        })
+        }
     }
 
     /// Sequence number of the newest published slot.
