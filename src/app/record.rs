@@ -174,12 +174,7 @@ fn record_into(
         }
         match poll {
             Poll::Frame => {}
-            Poll::Wait(until) => {
-                let now = Instant::now();
-                if until > now {
-                    std::thread::sleep((until - now).min(Duration::from_millis(50)));
-                }
-            }
+            Poll::Wait(until) => crate::capture::sleep_toward(until, Duration::from_millis(50)),
             Poll::End => break,
         }
     }

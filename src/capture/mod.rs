@@ -147,6 +147,15 @@ pub enum CaptureError {
     V4l2(#[from] v4l2::V4l2Error),
 }
 
+/// Sleeps until `until`, at most `max_step` at a time, so a caller polling a source sees a
+/// stop request promptly. Returns at once if `until` has passed.
+pub fn sleep_toward(until: Instant, max_step: Duration) {
+    let now = Instant::now();
+    if until > now {
+        std::thread::sleep((until - now).min(max_step));
+    }
+}
+
 /// A source of raw frames.
 pub trait FrameSource: Send {
     /// The stream's format (fixed for the life of the source).

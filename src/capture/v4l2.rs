@@ -908,6 +908,27 @@ struct Live {
     sequence_base: u64,
 }
 
+impl Live {
+    /// Creates the mmap stream (VIDIOC_REQBUFS with the configured buffer count and dequeue
+    /// timeout); frame times and sequence numbers continue from the given bases.
+    fn new_stream(
+        &mut self,
+        config: &V4l2Config,
+        time_base: Duration,
+        sequence_base: u64,
+    ) -> Result<(), CaptureError> {
+        let mut stream =
+            MmapStream::with_buffers(&self.device, BufType::VideoCapture, config.buffers)
+                .map_err(ioctl_err(&self.path, "VIDIOC_REQBUFS"))?;
+        stream.set_timeout(config.timeout);
+        self.stream = Some(stream);
+        self.driver_base = None;
+        self.time_base = time_base;
+        self.sequence_base = sequence_base;
+        Ok(())
+    }
+}
+
 /// One V4L2 capture device, without recovery (wrap it in [`Supervised`]; see
 /// [`V4l2Source`]).
 pub struct V4l2Camera {
@@ -1174,15 +1195,7 @@ impl V4l2Camera {
         if let Some(old) = live.stream.take() {
             release_stream(old);
         }
-        let mut stream =
-            MmapStream::with_buffers(&live.device, BufType::VideoCapture, self.config.buffers)
-                .map_err(ioctl_err(&live.path, "VIDIOC_REQBUFS"))?;
-        stream.set_timeout(self.config.timeout);
-        live.stream = Some(stream);
-        live.driver_base = None;
-        live.time_base = self.last_timestamp;
-        live.sequence_base = self.next_sequence;
-        Ok(())
+        live.new_stream(&self.config, self.last_timestamp, self.next_sequence)
     }
 
     /// Opens the device now; `Ok(false)` when it is absent (the format is then assumed from
@@ -1224,14 +1237,7 @@ impl FrameSource for V4l2Camera {
         };
         if live.stream.is_none() {
             // Recreated after a failed dequeue (see the module docs).
-            let mut stream =
-                MmapStream::with_buffers(&live.device, BufType::VideoCapture, self.config.buffers)
-                    .map_err(ioctl_err(&live.path, "VIDIOC_REQBUFS"))?;
-            stream.set_timeout(self.config.timeout);
-            live.stream = Some(stream);
-            live.driver_base = None;
-            live.time_base = self.last_timestamp;
-            live.sequence_base = self.next_sequence;
+            live.new_stream(&self.config, self.last_timestamp, self.next_sequence)?;
         }
         let Some(stream) = live.stream.as_mut() else {
             return Ok(Poll::Wait(now));

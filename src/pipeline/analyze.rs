@@ -249,13 +249,12 @@ impl Analyzer {
         Ok(())
     }
 
-    /// Upsamples the CAM to the crop (then clamps and renormalises, as pytorch-grad-cam
-    /// does) and colours it.
+    /// Upsamples the CAM to the crop, renormalises it (as pytorch-grad-cam does) and colours
+    /// it.
     fn render_heat(&mut self, out: &mut Analysis) -> Result<(), HeatmapError> {
         self.upsampler.run(self.cam.cam(), &mut self.upsampled)?;
-        for v in &mut self.upsampled {
-            *v = v.max(0.0);
-        }
+        // pytorch-grad-cam clamps at 0 here; bilinear weights are non-negative and the grid
+        // is already in [0, 1], so the upsampled map is too and that pass would change nothing.
         scale_min_max(&mut self.upsampled);
         self.lut.colorize(&self.upsampled, &mut out.heat_rgb)
     }

@@ -338,13 +338,7 @@ fn capture_loop(
         }
         match poll {
             Poll::Frame => {}
-            Poll::Wait(until) => {
-                // Sleep in short steps so a stop request is seen promptly.
-                let now = Instant::now();
-                if until > now {
-                    std::thread::sleep((until - now).min(Duration::from_millis(50)));
-                }
-            }
+            Poll::Wait(until) => crate::capture::sleep_toward(until, Duration::from_millis(50)),
             Poll::End => return Ok(()),
         }
     }
