@@ -1172,3 +1172,110 @@ fn resize_equals_pillow_golden() {
     }
     assert!(checked >= 2, "expected the Pillow goldens");
 }
+
+// ---------------------------------------------------------------------------------------
+// JPEG decoding equal to the training pipeline's (Pillow = libjpeg-turbo)
+// ---------------------------------------------------------------------------------------
+
+/// `Some(reason)` when libjpeg-turbo cannot be loaded here: the test is then skipped with a
+/// message, unless `DERMCAM_REQUIRE_LIBJPEG=1` (set by `.ci/run`, which installs it).
+fn libjpeg_missing() -> Option<String> {
+    let reason = convert::libjpeg::unavailable_reason()?;
+    if std::env::var("DERMCAM_REQUIRE_LIBJPEG").as_deref() == Ok("1") {
+        panic!("DERMCAM_REQUIRE_LIBJPEG=1 but {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    Some(reason.to_string())
+}
+
+fn jpeg_golden(name: &str) -> (Vec<u8>, image::RgbImage) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/jpeg");
+    let jpeg = std::fs::read(dir.join(format!("{name}.jpg"))).expect("golden JPEG");
+    let pil = image::open(dir.join(format!("{name}-pil.png")))
+        .expect("golden PNG")
+        .to_rgb8();
+    (jpeg, pil)
+}
+
+/// libjpeg-turbo, through both the stream converter and the stills path, gives exactly the
+/// pixels Pillow decoded (tests/golden/jpeg/make.py), for 4:2:0, 4:2:2 and 4:4:4 at odd sizes.
+#[test]
+fn libjpeg_decodes_exactly_like_pillow() {
+    if libjpeg_missing().is_some() {
+        return;
+    }
+    for name in ["s420", "s422", "s444"] {
+        let (jpeg, pil) = jpeg_golden(name);
+        let (w, h) = pil.dimensions();
+        let format = mjpeg_format(w, h);
+        let mut conv =
+            Converter::with_jpeg(format, convert::JpegDecoderChoice::LibjpegTurbo).expect("conv");
+        assert_eq!(conv.jpeg_decoder_name(), Some(convert::LIBJPEG_DECODER_NAME));
+        let mut dst = RgbFrame::new(w, h);
+        conv.convert(&raw(format, &jpeg, 1), &mut dst)
+            .expect("decode");
+        let differing = dst
+            .data()
+            .iter()
+            .zip(pil.as_raw())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differing, 0, "{name}: {differing} bytes differ from Pillow");
+        let (vw, vh, v) =
+            convert::decode_jpeg_to_vec(&jpeg, convert::JpegDecoderChoice::LibjpegTurbo)
+                .expect("stills decode");
+        assert_eq!((vw, vh), (w, h));
+        assert!(v == *pil.as_raw(), "{name}: stills path differs from Pillow");
+    }
+}
+
+/// zune-jpeg (the fallback) stays within a couple of grey levels of Pillow: the difference
+/// that made the libjpeg-turbo path worth having. Printed, and bounded.
+#[test]
+fn zune_jpeg_is_close_to_pillow() {
+    for name in ["s420", "s422", "s444"] {
+        let (jpeg, pil) = jpeg_golden(name);
+        let (_, _, v) = convert::decode_jpeg_to_vec(&jpeg, convert::JpegDecoderChoice::ZuneJpeg)
+            .expect("zune decode");
+        let diffs: Vec<i32> = v
+            .iter()
+            .zip(pil.as_raw())
+            .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+            .collect();
+        let worst = diffs.iter().copied().max().unwrap_or(0);
+        let n = diffs.iter().filter(|&&d| d > 0).count();
+        eprintln!("{name}: zune-jpeg differs from Pillow on {n}/{} bytes, max {worst}", diffs.len());
+        assert!(worst <= 8, "{name}: zune-jpeg is {worst} grey levels off Pillow");
+    }
+}
+
+/// Truncated or corrupt data is an error from libjpeg-turbo too (strict: warnings are
+/// errors), never a half-grey frame or a crash.
+#[test]
+fn libjpeg_rejects_truncated_and_corrupt_frames() {
+    if libjpeg_missing().is_some() {
+        return;
+    }
+    let (jpeg, pil) = jpeg_golden("s420");
+    let (w, h) = pil.dimensions();
+    let format = mjpeg_format(w, h);
+    let mut conv =
+        Converter::with_jpeg(format, convert::JpegDecoderChoice::LibjpegTurbo).expect("conv");
+    let mut dst = RgbFrame::new(w, h);
+    // Cut in the middle of the scan, EOI re-appended so the cheap EOI check passes.
+    let mut cut = jpeg[..jpeg.len() * 2 / 3].to_vec();
+    cut.extend_from_slice(&[0xFF, 0xD9]);
+    let e = conv
+        .convert(&raw(format, &cut, 2), &mut dst)
+        .expect_err("truncated scan must fail");
+    assert!(matches!(e, ConvertError::Mjpeg { sequence: 2, .. }), "{e}");
+    // Garbage after a valid SOI.
+    let mut garbage = vec![0xFF, 0xD8];
+    garbage.extend((0..500u32).map(|i| (i * 37 % 251) as u8));
+    garbage.extend_from_slice(&[0xFF, 0xD9]);
+    assert!(conv.convert(&raw(format, &garbage, 3), &mut dst).is_err());
+    // The decoder still works afterwards.
+    conv.convert(&raw(format, &jpeg, 4), &mut dst)
+        .expect("decode after errors");
+    assert!(dst.data() == pil.as_raw().as_slice());
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{CaptureError, FrameFormat, FrameSource, PixelFormat, Poll, RawFrame};
+use crate::convert::{decode_jpeg_to_vec, JpegDecoderChoice};
 
 /// Most images a stills source holds.
 pub const MAX_STILLS: usize = 512;
@@ -61,19 +62,42 @@ pub enum StillsError {
     },
 }
 
-/// Decodes an image file to packed RGB8, naming the file in the error.
+/// Decodes an image file to packed RGB8, naming the file in the error. JPEG files are
+/// decoded with the default JPEG decoder choice (libjpeg-turbo when present, as the
+/// training pipeline did; see [`crate::convert::libjpeg`]).
 pub fn load_rgb(path: &Path) -> Result<image::RgbImage, StillsError> {
+    load_rgb_with(path, JpegDecoderChoice::Auto)
+}
+
+/// [`load_rgb`] with an explicit JPEG decoder.
+pub fn load_rgb_with(path: &Path, jpeg: JpegDecoderChoice) -> Result<image::RgbImage, StillsError> {
+    let decode_err = |reason: String| StillsError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
     let reader = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| StillsError::Decode {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let img = reader.decode().map_err(|e| StillsError::Decode {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        .map_err(|e| decode_err(e.to_string()))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        let bytes = std::fs::read(path).map_err(|e| decode_err(e.to_string()))?;
+        let (w, h, rgb) =
+            decode_jpeg_to_vec(&bytes, jpeg).map_err(|e| decode_err(e.to_string()))?;
+        return image::RgbImage::from_raw(w, h, rgb)
+            .ok_or_else(|| decode_err("decoded buffer has the wrong length".into()));
+    }
+    let img = reader.decode().map_err(|e| decode_err(e.to_string()))?;
     Ok(img.to_rgb8())
+}
+
+/// Whether a path has a JPEG extension.
+pub fn is_jpeg_path(path: &Path) -> bool {
+    matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
+        Some("jpg" | "jpeg")
+    )
 }
 
 /// Whether a path looks like an image dermcam reads.
@@ -100,8 +124,19 @@ pub struct Stills {
 }
 
 impl Stills {
-    /// Opens a folder (its JPEG/PNG files in name order) or a single image.
+    /// Opens a folder (its JPEG/PNG files in name order) or a single image, decoding JPEGs
+    /// with the default decoder choice.
     pub fn open(path: &Path, period: Duration, looped: bool) -> Result<Self, StillsError> {
+        Self::open_with(path, period, looped, JpegDecoderChoice::Auto)
+    }
+
+    /// [`Stills::open`] with an explicit JPEG decoder.
+    pub fn open_with(
+        path: &Path,
+        period: Duration,
+        looped: bool,
+        jpeg: JpegDecoderChoice,
+    ) -> Result<Self, StillsError> {
         let files = if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|source| StillsError::List {
@@ -116,7 +151,7 @@ impl Stills {
         } else {
             vec![path.to_path_buf()]
         };
-        Self::from_files(path, &files, period, looped)
+        Self::from_files_with(path, &files, period, looped, jpeg)
     }
 
     /// Opens a list of image files.
@@ -125,6 +160,17 @@ impl Stills {
         files: &[PathBuf],
         period: Duration,
         looped: bool,
+    ) -> Result<Self, StillsError> {
+        Self::from_files_with(name, files, period, looped, JpegDecoderChoice::Auto)
+    }
+
+    /// [`Stills::from_files`] with an explicit JPEG decoder.
+    pub fn from_files_with(
+        name: &Path,
+        files: &[PathBuf],
+        period: Duration,
+        looped: bool,
+        jpeg: JpegDecoderChoice,
     ) -> Result<Self, StillsError> {
         if files.is_empty() {
             return Err(StillsError::Empty {
@@ -139,7 +185,7 @@ impl Stills {
         let mut images = Vec::with_capacity(files.len());
         let mut size = None;
         for f in files {
-            let img = load_rgb(f)?;
+            let img = load_rgb_with(f, jpeg)?;
             let (w, h) = img.dimensions();
             match size {
                 None => size = Some((w, h, f.clone())),

@@ -1,5 +1,6 @@
-//! MJPEG (one baseline JPEG per frame) to RGB with `zune-jpeg`, decoding straight into the
-//! destination frame.
+//! MJPEG (one baseline JPEG per frame) to RGB, decoding straight into the destination frame,
+//! with libjpeg-turbo (the decoder the default model was trained with, see [`super::libjpeg`])
+//! or `zune-jpeg` (pure Rust, always available).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -8,12 +9,152 @@ use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+use super::libjpeg::{LibjpegError, TurboDecoder};
 use super::ConvertError;
 use crate::alloc_count::{self, Bucket};
 use crate::capture::PixelFormat;
 
-/// The JPEG decoder in use and its version (as locked in `Cargo.lock`).
+/// The pure-Rust JPEG decoder and its version (as locked in `Cargo.lock`).
 pub const DECODER_NAME: &str = "zune-jpeg 0.5.15";
+
+/// The name libjpeg-turbo is reported under.
+pub const LIBJPEG_DECODER_NAME: &str = "libjpeg-turbo (libturbojpeg.so.0)";
+
+/// Which JPEG decoder to use (`jpeg_decoder` in `[source]`, `--jpeg-decoder` on the command
+/// line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JpegDecoderChoice {
+    /// libjpeg-turbo when `libturbojpeg.so.0` loads, otherwise `zune-jpeg` (logged once).
+    #[default]
+    Auto,
+    /// libjpeg-turbo, or an error naming the missing library.
+    LibjpegTurbo,
+    /// `zune-jpeg`.
+    ZuneJpeg,
+}
+
+impl std::str::FromStr for JpegDecoderChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(JpegDecoderChoice::Auto),
+            "libjpeg-turbo" => Ok(JpegDecoderChoice::LibjpegTurbo),
+            "zune-jpeg" => Ok(JpegDecoderChoice::ZuneJpeg),
+            other => Err(format!(
+                "unknown JPEG decoder {other:?} (auto, libjpeg-turbo or zune-jpeg)"
+            )),
+        }
+    }
+}
+
+/// One JPEG decoding backend, built for one stream.
+#[derive(Debug)]
+enum Backend {
+    Libjpeg(TurboDecoder),
+    Zune(DecoderOptions),
+}
+
+impl Backend {
+    fn new(choice: JpegDecoderChoice) -> Result<Self, LibjpegError> {
+        let zune = || {
+            Backend::Zune(
+                DecoderOptions::default()
+                    .jpeg_set_out_colorspace(ColorSpace::RGB)
+                    .set_strict_mode(true)
+                    .set_max_width(JPEG_MAX_SIDE as usize)
+                    .set_max_height(JPEG_MAX_SIDE as usize),
+            )
+        };
+        match choice {
+            JpegDecoderChoice::ZuneJpeg => Ok(zune()),
+            JpegDecoderChoice::LibjpegTurbo => Ok(Backend::Libjpeg(TurboDecoder::new()?)),
+            JpegDecoderChoice::Auto => match TurboDecoder::new() {
+                Ok(d) => Ok(Backend::Libjpeg(d)),
+                Err(e) => {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        log::warn!(
+                            "{e}; decoding JPEG with {DECODER_NAME}, whose pixels differ from \
+                             the training decoder's by a grey level or two"
+                        )
+                    });
+                    Ok(zune())
+                }
+            },
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Libjpeg(_) => LIBJPEG_DECODER_NAME,
+            Backend::Zune(_) => DECODER_NAME,
+        }
+    }
+}
+
+/// The name of the decoder `choice` resolves to on this machine (`Auto`: libjpeg-turbo if it
+/// loads). An explicit choice is reported as is, even if it cannot load.
+pub fn resolved_jpeg_decoder_name(choice: JpegDecoderChoice) -> &'static str {
+    match choice {
+        JpegDecoderChoice::ZuneJpeg => DECODER_NAME,
+        JpegDecoderChoice::LibjpegTurbo => LIBJPEG_DECODER_NAME,
+        JpegDecoderChoice::Auto if super::libjpeg::available() => LIBJPEG_DECODER_NAME,
+        JpegDecoderChoice::Auto => DECODER_NAME,
+    }
+}
+
+/// Decodes a whole JPEG file's bytes into a new packed RGB buffer (stills, `dermcam infer`);
+/// returns width, height and the pixels. `what` names the input in errors.
+pub fn decode_jpeg_to_vec(
+    data: &[u8],
+    choice: JpegDecoderChoice,
+) -> Result<(u32, u32, Vec<u8>), MjpegFault> {
+    let mut backend = Backend::new(choice)?;
+    let (w, h) = match &mut backend {
+        Backend::Libjpeg(d) => d.dimensions(data)?,
+        Backend::Zune(options) => {
+            let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), *options);
+            decoder.decode_headers()?;
+            decoder.dimensions().unwrap_or((0, 0))
+        }
+    };
+    let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
+        return Err(MjpegFault::Libjpeg(LibjpegError::TooLarge(w * h * 3)));
+    };
+    if w == 0 || h == 0 {
+        return Err(MjpegFault::NotJpeg { len: data.len() });
+    }
+    let mut rgb = vec![0u8; w * h * 3];
+    decode_with(&mut backend, data, &mut rgb, w, h)?;
+    Ok((w32, h32, rgb))
+}
+
+/// Decodes `data` (already checked to be `w x h`) into `dst` with `backend`, catching a
+/// panic of the pure-Rust decoder.
+fn decode_with(
+    backend: &mut Backend,
+    data: &[u8],
+    dst: &mut [u8],
+    w: usize,
+    h: usize,
+) -> Result<(), MjpegFault> {
+    match backend {
+        Backend::Libjpeg(d) => Ok(d.decode_into(data, dst, w, h)?),
+        Backend::Zune(options) => {
+            let options = *options;
+            match catch_unwind(AssertUnwindSafe(|| -> Result<(), MjpegFault> {
+                let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), options);
+                decoder.decode_into(dst)?;
+                Ok(())
+            })) {
+                Ok(r) => r,
+                Err(_) => Err(MjpegFault::Panicked),
+            }
+        }
+    }
+}
 
 /// How many trailing bytes may follow the EOI marker (some cameras pad frames).
 const EOI_WINDOW: usize = 64;
@@ -44,26 +185,40 @@ pub enum MjpegFault {
     /// The decoder panicked on this input (caught; the frame is dropped).
     #[error("the decoder panicked on this input")]
     Panicked,
+    /// libjpeg-turbo rejected the data, or could not be loaded when asked for.
+    #[error(transparent)]
+    Libjpeg(#[from] LibjpegError),
 }
 
 /// Decodes MJPEG frames of one size into packed RGB.
 ///
-/// The decoder runs in strict mode, so a truncated or corrupt entropy-coded segment is an
-/// error instead of a frame padded with grey, and a payload without an EOI marker near its
-/// end is rejected as truncated. Each call builds a short-lived `zune-jpeg`
-/// decoder over the borrowed payload and decodes with `decode_into` into the caller's
-/// buffer, so no output `Vec` is allocated; the decoder's internal allocations (component
-/// buffers, Huffman tables) happen inside `alloc_count::scope(Bucket::Decoder, ..)`.
-#[derive(Debug, Clone)]
+/// Both backends run strict, so a truncated or corrupt entropy-coded segment is an error
+/// instead of a frame padded with grey, and a payload without an EOI marker near its end is
+/// rejected as truncated. Decoding writes straight into the caller's buffer, so no output
+/// `Vec` is allocated. libjpeg-turbo keeps one decompressor for the stream (its working
+/// memory is C `malloc`, invisible to the counting allocator); `zune-jpeg` builds a
+/// short-lived decoder over the borrowed payload per frame, whose internal allocations
+/// (component buffers, Huffman tables) happen inside `alloc_count::scope(Bucket::Decoder, ..)`.
+#[derive(Debug)]
 pub struct MjpegDecoder {
     width: u32,
     height: u32,
-    options: DecoderOptions,
+    backend: Backend,
 }
 
 impl MjpegDecoder {
-    /// Prepares a decoder for `width x height` frames.
+    /// Prepares a decoder for `width x height` frames with the default choice
+    /// ([`JpegDecoderChoice::Auto`]).
     pub fn new(width: u32, height: u32) -> Result<Self, ConvertError> {
+        Self::with_choice(width, height, JpegDecoderChoice::Auto)
+    }
+
+    /// Prepares a decoder for `width x height` frames with the chosen backend.
+    pub fn with_choice(
+        width: u32,
+        height: u32,
+        choice: JpegDecoderChoice,
+    ) -> Result<Self, ConvertError> {
         if width == 0 || height == 0 || width > JPEG_MAX_SIDE || height > JPEG_MAX_SIDE {
             return Err(ConvertError::InvalidSize {
                 pixel: PixelFormat::Mjpeg,
@@ -72,16 +227,17 @@ impl MjpegDecoder {
                 reason: "a JPEG side must be 1..=65535 pixels",
             });
         }
-        let options = DecoderOptions::default()
-            .jpeg_set_out_colorspace(ColorSpace::RGB)
-            .set_strict_mode(true)
-            .set_max_width(JPEG_MAX_SIDE as usize)
-            .set_max_height(JPEG_MAX_SIDE as usize);
+        let backend = Backend::new(choice)?;
         Ok(MjpegDecoder {
             width,
             height,
-            options,
+            backend,
         })
+    }
+
+    /// The backend's name (for logs, `bench` and `infer --json`).
+    pub fn name(&self) -> &'static str {
+        self.backend.name()
     }
 
     /// Frame width in pixels.
@@ -133,18 +289,24 @@ impl MjpegDecoder {
                 },
             });
         }
-        let options = self.options;
         let (want_w, want_h) = (self.width as usize, self.height as usize);
+        let backend = &mut self.backend;
         let outcome = alloc_count::scope(Bucket::Decoder, || {
             catch_unwind(AssertUnwindSafe(
                 || -> Result<Option<(usize, usize)>, MjpegFault> {
-                    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), options);
-                    decoder.decode_headers()?;
-                    let dims = decoder.dimensions().unwrap_or((0, 0));
+                    let dims = match backend {
+                        Backend::Libjpeg(d) => d.dimensions(data)?,
+                        Backend::Zune(options) => {
+                            let mut decoder =
+                                JpegDecoder::new_with_options(ZCursor::new(data), *options);
+                            decoder.decode_headers()?;
+                            decoder.dimensions().unwrap_or((0, 0))
+                        }
+                    };
                     if dims != (want_w, want_h) {
                         return Ok(Some(dims));
                     }
-                    decoder.decode_into(dst)?;
+                    decode_with(backend, data, dst, want_w, want_h)?;
                     Ok(None)
                 },
             ))

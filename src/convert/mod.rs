@@ -4,6 +4,7 @@
 //! every [`RawFrame`] into a pooled [`RgbFrame`] without allocating. The per-format kernels
 //! live in [`yuyv`], [`rgb`] and [`mjpeg`].
 
+pub mod libjpeg;
 pub mod mjpeg;
 pub mod rgb;
 pub mod yuyv;
@@ -11,7 +12,10 @@ pub mod yuyv;
 use crate::capture::{FrameFormat, PixelFormat, RawFrame};
 use crate::frame::RgbFrame;
 
-pub use mjpeg::{MjpegDecoder, MjpegFault, DECODER_NAME};
+pub use mjpeg::{
+    decode_jpeg_to_vec, resolved_jpeg_decoder_name, JpegDecoderChoice, MjpegDecoder, MjpegFault, DECODER_NAME,
+    LIBJPEG_DECODER_NAME,
+};
 
 /// Errors of pixel conversion.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +94,9 @@ pub enum ConvertError {
         /// What the decoder reported.
         reason: MjpegFault,
     },
+    /// The chosen JPEG decoder cannot be used on this machine.
+    #[error(transparent)]
+    JpegDecoder(#[from] libjpeg::LibjpegError),
     /// A JPEG decoded fine but has other dimensions than the stream.
     #[error(
         "frame {sequence}: JPEG is {got_width}x{got_height}, the stream is {expected_width}x{expected_height}"
@@ -134,6 +141,12 @@ impl Converter {
     /// (`stride >= width * bytes_per_pixel`), that YUYV's width is even and that an MJPEG
     /// stream fits in a JPEG (at most 65535 pixels a side). The stride of MJPEG is ignored.
     pub fn new(format: FrameFormat) -> Result<Self, ConvertError> {
+        Self::with_jpeg(format, JpegDecoderChoice::Auto)
+    }
+
+    /// Builds a converter for `format`, decoding MJPEG with the chosen JPEG decoder (see
+    /// [`JpegDecoderChoice`]).
+    pub fn with_jpeg(format: FrameFormat, jpeg: JpegDecoderChoice) -> Result<Self, ConvertError> {
         let FrameFormat {
             pixel,
             width,
@@ -184,9 +197,17 @@ impl Converter {
                     Kind::Rgb24
                 }
             }
-            PixelFormat::Mjpeg => Kind::Mjpeg(MjpegDecoder::new(width, height)?),
+            PixelFormat::Mjpeg => Kind::Mjpeg(MjpegDecoder::with_choice(width, height, jpeg)?),
         };
         Ok(Converter { format, kind })
+    }
+
+    /// The JPEG decoder in use (`None` for formats that are not JPEG).
+    pub fn jpeg_decoder_name(&self) -> Option<&'static str> {
+        match &self.kind {
+            Kind::Mjpeg(d) => Some(d.name()),
+            _ => None,
+        }
     }
 
     /// The format this converter was built for.
