@@ -132,11 +132,14 @@ def run_onnxruntime(m, paths, batch=32):
     return np.concatenate(probs), np.concatenate(cams)
 
 
-def run_dermcam(m, paths, binary, batch):
+DECODERS = set()  # JPEG decoders dermcam reported (infer --json "jpeg_decoder")
+
+
+def run_dermcam(m, paths, binary, batch, jpeg_decoder="auto"):
     probs, cams = [], []
     for i in range(0, len(paths), batch):
         chunk = paths[i:i + batch]
-        out = subprocess.run([binary, "infer", "--json", "--model", m["_path"], *chunk],
+        out = subprocess.run([binary, "infer", "--json", "--jpeg-decoder", jpeg_decoder, "--model", m["_path"], *chunk],
                              capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"dermcam failed ({out.returncode}): {out.stderr[-2000:]}")
@@ -150,6 +153,8 @@ def run_dermcam(m, paths, binary, batch):
             r = recs.get(os.path.abspath(p))
             if r is None:
                 sys.exit(f"dermcam printed no result for {p}")
+            if r.get("jpeg_decoder"):
+                DECODERS.add(r["jpeg_decoder"])
             probs.append([r["probabilities"][lab] for lab in m["_labels"]])
             c = r["cam"]
             cams.append(np.array(c["values"], np.float64).reshape(c["height"], c["width"]))
@@ -248,6 +253,9 @@ def markdown(res):
     L = [f"# Evaluation: {res['split']} split ({res['n_images']} images, {res['n_lesions']} lesions)", "",
          f"Engine: {res['engine']}. Generated {res['generated']} by models/train/evaluate.py "
          f"({res['elapsed_seconds']:.0f} s).", ""]
+    if res.get("dermcam_jpeg_decoders"):
+        L += [f"dermcam's JPEG decoder: {', '.join(res['dermcam_jpeg_decoders'])} "
+              "(onnxruntime's inputs are decoded by Pillow, i.e. libjpeg-turbo).", ""]
     for name, r in res["models"].items():
         labels = r["labels"]
         for eng, mt in r["engines"].items():
@@ -292,6 +300,8 @@ def main():
     ap.add_argument("--engine", default="dermcam", choices=["dermcam", "onnxruntime-only"])
     ap.add_argument("--dermcam", default=os.path.join(REPO, "target", "release", "dermcam"))
     ap.add_argument("--batch", type=int, default=256, help="images per dermcam call")
+    ap.add_argument("--jpeg-decoder", default="auto", choices=["auto", "libjpeg-turbo", "zune-jpeg"],
+                    help="dermcam infer --jpeg-decoder")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--tag", default=None, help="output name (results/<tag>.json|.md)")
     ap.add_argument("--out-dir", default=os.path.join(HERE, "results"))
@@ -331,7 +341,7 @@ def main():
         if args.engine == "dermcam":
             if not os.access(args.dermcam, os.X_OK):
                 sys.exit(f"no dermcam binary at {args.dermcam} (build it, or use --engine onnxruntime-only)")
-            p_dc, cam_dc = run_dermcam(m, paths, args.dermcam, args.batch)
+            p_dc, cam_dc = run_dermcam(m, paths, args.dermcam, args.batch, args.jpeg_decoder)
             r["engines"]["dermcam"] = summarise(y, p_dc, groups, labels, args.bootstrap)
             outputs[key]["dermcam"] = (p_dc, cam_dc)
             agree = p_dc.argmax(1) == p_ort.argmax(1)
@@ -356,6 +366,7 @@ def main():
             "median_cam_pearson": float(np.nanmedian(rs)), "p05_cam_pearson": float(np.nanpercentile(rs, 5)),
             "n_cam_undefined": int(np.isnan(rs).sum())}}
     res["elapsed_seconds"] = time.time() - t0
+    res["dermcam_jpeg_decoders"] = sorted(DECODERS)
     tag = args.tag or f"{os.path.splitext(os.path.basename(args.split))[0]}-{args.engine}"
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, f"{tag}.json"), "w") as f:
