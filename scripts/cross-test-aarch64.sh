@@ -21,8 +21,15 @@
 #     which containers usually lack. They run when the handler is there; step 4 runs the binary
 #     under qemu either way.
 #
+# No libclang: the cross build runs with LIBCLANG_PATH pointing at an empty folder and with
+# `clang`/`llvm-config` on PATH replaced by stubs that fail loudly; before it, `cargo tree` must
+# show no bindgen/clang-sys for the target, and the script reports whether a libclang.so is
+# present on the machine at all (on CI machines: none; v4l2-sys-mit is patched with checked-in
+# bindings, vendor/v4l2-sys-mit).
+#
 # Environment: CARGO_TARGET_DIR (default: target), DEB_CARGO/DEB_RUSTC (Debian's 1.96,
-# default /usr/bin/cargo, /usr/bin/rustc), CROSS_ZERO_ALLOC=1.
+# default /usr/bin/cargo, /usr/bin/rustc), HOST_BIN (an existing host release binary for
+# step 5: CI passes the one `cargo test --release` built; default: build one), CROSS_ZERO_ALLOC=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -49,14 +56,14 @@ timed() {
     t1=$(date +%s.%N)
     dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     printf -- '--- %s: %ss\n' "$name" "$dt"
-    TIMINGS+=("$(printf '%-44s %8ss' "$name" "$dt")")
+    TIMINGS+=("$(printf '%-56s %8ss' "$name" "$dt")")
 }
 summary() {
-    local rc=$?
+    local rc=${1:-$?}
     printf '\n=== cross-test-aarch64 timings (wall clock; emulated steps are not performance data)\n'
     local line
     for line in "${TIMINGS[@]}"; do printf '  %s\n' "$line"; done
-    printf '  %-44s %8ss\n' total "$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
+    printf '  %-56s %8ss\n' total "$(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
     if [ "$rc" -eq 0 ]; then echo "cross-test-aarch64: OK"; else echo "cross-test-aarch64: FAILED (exit $rc)" >&2; fi
 }
 trap summary EXIT
@@ -97,8 +104,14 @@ qemu-aarch64-static --version | head -n1
 # The host build uses whatever `cargo` is first on PATH (CI's toolchain), so in CI this reuses
 # the release build the earlier steps made.
 HOST_CARGO=$(command -v cargo || echo "$DEB_CARGO")
-timed "host build (reference binary)" \
-    env -u RUSTC -u RUSTDOC "$HOST_CARGO" build --release --quiet --bin dermcam
+if [ -n "${HOST_BIN:-}" ]; then
+    [ -x "$HOST_BIN" ] || { echo "HOST_BIN=$HOST_BIN is not an executable" >&2; exit 2; }
+    echo "host reference binary: $HOST_BIN (given)"
+else
+    timed "host build (reference binary)" \
+        env -u RUSTC -u RUSTDOC "$HOST_CARGO" build --release --quiet --bin dermcam
+    HOST_BIN=$TARGET_DIR/release/dermcam
+fi
 
 # --- 3. cross build ----------------------------------------------------------------------------
 # Debian's compiler explicitly (a rustup toolchain usually comes first on PATH), the cross gcc
@@ -109,12 +122,44 @@ export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L $SYSROOT"
-cross_cargo() { "$DEB_CARGO" "$@" --release --target "$TARGET"; }
+
+# No libclang anywhere in this build (see the top).
+NOCLANG=$(mktemp -d)
+trap 'rc=$?; rm -rf "$NOCLANG"; summary "$rc"' EXIT
+mkdir -p "$NOCLANG/empty" "$NOCLANG/bin"
+for t in clang clang++ llvm-config; do
+    printf '#!/bin/sh\necho "cross-test-aarch64: $0 called during the build: the build must not need clang/libclang" >&2\nexit 1\n' \
+        > "$NOCLANG/bin/$t"
+    chmod +x "$NOCLANG/bin/$t"
+done
+export LIBCLANG_PATH=$NOCLANG/empty PATH=$NOCLANG/bin:$PATH
+no_libclang() {
+    local tree
+    tree=$("$DEB_CARGO" tree --target "$TARGET" -e normal,build --prefix none) ||
+        { echo "cargo tree failed" >&2; return 1; }
+    if grep -E '^(bindgen|clang-sys) ' <<<"$tree"; then
+        echo "the dependency graph for $TARGET has bindgen/clang-sys: the build needs libclang" >&2
+        return 1
+    fi
+    echo "dependency graph for $TARGET: $(wc -l <<<"$tree") crates, no bindgen, no clang-sys"
+    local found
+    found=$( { ldconfig -p 2>/dev/null | grep -o '/[^ ]*libclang\.so[^ ]*' || true
+               ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* /usr/lib/*/libclang-[0-9]*.so* 2>/dev/null || true; } | sort -u)
+    if [ -n "$found" ]; then
+        echo "libclang on this machine (hidden from the build by LIBCLANG_PATH=$LIBCLANG_PATH): $found"
+    else
+        echo "no libclang.so on this machine at all"
+    fi
+    echo "LIBCLANG_PATH=$LIBCLANG_PATH (empty); clang, clang++, llvm-config on PATH are failing stubs"
+}
+timed "no libclang: dependency graph, LIBCLANG_PATH, PATH" no_libclang
+# cross_cargo SUBCOMMAND ARGS... [-- TEST-ARGS]: the flags go right after the subcommand, so
+# they reach cargo and not the test binaries after `--`.
+cross_cargo() { local sub=$1; shift; "$DEB_CARGO" "$sub" --release --target "$TARGET" "$@"; }
 
 timed "cross build: lib, bin, tests (release)" cross_cargo test --no-run
 timed "cross build: dermcam binary" cross_cargo build --bin dermcam
 ARM_BIN=$TARGET_DIR/$TARGET/release/dermcam
-HOST_BIN=$TARGET_DIR/release/dermcam
 
 # --- 4. tests under qemu-user ------------------------------------------------------------------
 SKIP=()
@@ -135,7 +180,7 @@ fi
 
 # --- 5. the binary under qemu vs the host binary ---------------------------------------------
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"; summary' EXIT
+trap 'rc=$?; rm -rf "$TMP" "$NOCLANG"; summary "$rc"' EXIT
 infer_host() { "$HOST_BIN" infer --json "$STILL" >"$TMP/host.json"; }
 infer_arm() { "${QEMU[@]}" "$ARM_BIN" infer --json "$STILL" >"$TMP/arm.json"; }
 timed "host: dermcam infer --json $STILL" infer_host

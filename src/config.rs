@@ -31,12 +31,30 @@
 //! low_confidence = 0.5      # below this probability the result is marked
 //!
 //! [display]
-//! kind = "png"              # headless: PNG files
-//! dir = "out/run"
-//! every = 15                # keep every k-th frame (plus latest.png)
+//! kind = "png"              # "png" (headless files), "null", "fbdev" (/dev/fbN), "drm" (dumb buffer)
+//! dir = "out/run"           # png: output folder
+//! every = 15                # png: keep every k-th frame (plus latest.png)
+//! # width = 320, height = 240   # png/null: compose at this size (default: the camera's)
+//! # device = "/dev/fb0"     # fbdev (default /dev/fb0) or drm (default /dev/dri/card0)
+//! # tty = "/dev/tty0"       # fbdev/drm: console put in graphics mode; "none" leaves it alone
 //!
 //! [pipeline]
 //! frame_slots = 5           # frame buffers (4..=8)
+//!
+//! [controls]
+//! stdin = false             # development: f (freeze), s (save), q (quit) on standard input
+//! # button_chip = "/dev/gpiochip0"; button_line = 17   # main button: short = freeze, long = save
+//! active_low = true         # the buttons pull their lines low when pressed
+//! long_press_ms = 1500      # a press held this long saves a record (100..=10000)
+//! debounce_ms = 30          # a level must hold this long to count (0..=500)
+//! # save_chip = "/dev/gpiochip0"; save_line = 27       # optional second button: save
+//! # led_chip = "/dev/gpiochip0"; led_line = 22         # status LED
+//!
+//! [records]
+//! dir = "out/records"       # screening records, one folder each
+//! # max_count = 500         # keep at most this many (oldest removed first)
+//! # max_bytes = 2000000000  # and at most this many bytes
+//! # device_id = "derm-01"   # default: the host name
 //! ```
 //!
 //! Relative paths in a board file are relative to the folder that holds `boards/`; in a
@@ -148,6 +166,11 @@ pub struct SourceSection {
     /// V4L2: mmap buffers.
     #[serde(default = "default_buffers")]
     pub buffers: u32,
+    /// JPEG decoder for MJPEG frames and JPEG stills: `"auto"` (libjpeg-turbo, the training
+    /// pipeline's decoder, when `libturbojpeg.so.0` is installed; `zune-jpeg` otherwise),
+    /// `"libjpeg-turbo"` or `"zune-jpeg"`.
+    #[serde(default)]
+    pub jpeg_decoder: crate::convert::JpegDecoderChoice,
 }
 
 impl SourceSection {
@@ -244,6 +267,13 @@ pub enum DisplayKind {
     Png,
     /// Nothing (benchmarks).
     Null,
+    /// An ST7789 / ILI9341 SPI panel, configured in `[display.spi]`.
+    Spi,
+    /// A Linux framebuffer (`device`, default `/dev/fb0`; size and format from the device).
+    Fbdev,
+    /// A DRM/KMS dumb buffer (`device`, default `/dev/dri/card0`; the connector's preferred
+    /// mode).
+    Drm,
 }
 
 /// `[display]`.
@@ -259,6 +289,88 @@ pub struct DisplaySection {
     /// Keep every k-th frame.
     #[serde(default = "default_every")]
     pub every: u64,
+    /// `[display.spi]`: the SPI panel (required by `kind = "spi"`).
+    #[serde(default)]
+    pub spi: Option<crate::display::spi::SpiSection>,
+    /// fbdev/drm: the device node (default `/dev/fb0` / `/dev/dri/card0`).
+    #[serde(default)]
+    pub device: Option<PathBuf>,
+    /// fbdev/drm: the tty put in graphics mode while dermcam draws (`"none"`: leave the
+    /// console alone).
+    #[serde(default = "default_tty")]
+    pub tty: String,
+    /// png/null: output width (default: the camera frame's; fbdev/drm take the device's).
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// png/null: output height.
+    #[serde(default)]
+    pub height: Option<u32>,
+}
+
+impl DisplaySection {
+    /// The device node of an fbdev or DRM display.
+    pub fn device_path(&self) -> PathBuf {
+        match (&self.device, self.kind) {
+            (Some(d), _) => d.clone(),
+            (None, DisplayKind::Drm) => PathBuf::from("/dev/dri/card0"),
+            (None, _) => PathBuf::from("/dev/fb0"),
+        }
+    }
+
+    /// Checks the keys that depend on the kind: `(key, problem)`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let kind = match self.kind {
+            DisplayKind::Png => "png",
+            DisplayKind::Null => "null",
+            DisplayKind::Spi => "spi",
+            DisplayKind::Fbdev => "fbdev",
+            DisplayKind::Drm => "drm",
+        };
+        let sized = matches!(self.kind, DisplayKind::Png | DisplayKind::Null);
+        for (key, v) in [
+            ("display.width", self.width),
+            ("display.height", self.height),
+        ] {
+            match v {
+                Some(_) if !sized => {
+                    return Err((
+                        key,
+                        format!("is set, but a {kind} display has its own size; width/height are for \"png\" and \"null\""),
+                    ))
+                }
+                Some(v) if !(16..=8192).contains(&v) => {
+                    return Err((key, format!("is {v}; must be within 16..=8192")))
+                }
+                _ => {}
+            }
+        }
+        if self.width.is_some() != self.height.is_some() {
+            return Err((
+                if self.width.is_some() {
+                    "display.height"
+                } else {
+                    "display.width"
+                },
+                "is missing; set both width and height, or neither".into(),
+            ));
+        }
+        if self.device.is_some() && !matches!(self.kind, DisplayKind::Fbdev | DisplayKind::Drm) {
+            return Err((
+                "display.device",
+                format!(
+                    "is set, but kind = \"{kind}\" has no device (it is for \"fbdev\" and \"drm\")"
+                ),
+            ));
+        }
+        if self
+            .device
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(("display.device", "is empty".into()));
+        }
+        Ok(())
+    }
 }
 
 /// `[pipeline]`.
@@ -268,6 +380,85 @@ pub struct PipelineSection {
     /// Frame buffers in the pool.
     #[serde(default = "default_slots")]
     pub frame_slots: usize,
+}
+
+/// `[controls]`: the clinician's buttons, the status LED, and standard input in development.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlsSection {
+    /// Read `f`/`s`/`q` commands from standard input.
+    #[serde(default)]
+    pub stdin: bool,
+    /// GPIO chip of the main button.
+    #[serde(default = "default_gpio_chip")]
+    pub button_chip: PathBuf,
+    /// Line of the main button (none: no button).
+    #[serde(default)]
+    pub button_line: Option<u32>,
+    /// Buttons read low when pressed.
+    #[serde(default = "yes")]
+    pub active_low: bool,
+    /// A press held this long is a long press (save).
+    #[serde(default = "default_long_press_ms")]
+    pub long_press_ms: u64,
+    /// Debounce time.
+    #[serde(default = "default_debounce_ms")]
+    pub debounce_ms: u64,
+    /// GPIO chip of the optional save button.
+    #[serde(default = "default_gpio_chip")]
+    pub save_chip: PathBuf,
+    /// Line of the optional save button.
+    #[serde(default)]
+    pub save_line: Option<u32>,
+    /// GPIO chip of the status LED.
+    #[serde(default = "default_gpio_chip")]
+    pub led_chip: PathBuf,
+    /// Line of the status LED (none: no LED).
+    #[serde(default)]
+    pub led_line: Option<u32>,
+}
+
+impl ControlsSection {
+    /// Whether any GPIO line is configured.
+    pub fn uses_gpio(&self) -> bool {
+        self.button_line.is_some() || self.save_line.is_some() || self.led_line.is_some()
+    }
+
+    /// The buttons' timing.
+    pub fn timing(&self) -> crate::controls::ButtonTiming {
+        crate::controls::ButtonTiming {
+            debounce: std::time::Duration::from_millis(self.debounce_ms),
+            long_press: std::time::Duration::from_millis(self.long_press_ms),
+        }
+    }
+}
+
+/// `[records]`: where screening records go and how many are kept.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsSection {
+    /// Records directory.
+    #[serde(default = "default_records_dir")]
+    pub dir: PathBuf,
+    /// Most records kept (oldest removed first); none: unlimited.
+    #[serde(default)]
+    pub max_count: Option<usize>,
+    /// Most bytes kept; none: unlimited.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// Device id written into every record; default: the host name.
+    #[serde(default)]
+    pub device_id: Option<String>,
+}
+
+impl RecordsSection {
+    /// The retention limits.
+    pub fn limits(&self) -> crate::record::RecordLimits {
+        crate::record::RecordLimits {
+            max_records: self.max_count,
+            max_bytes: self.max_bytes,
+        }
+    }
 }
 
 /// The whole configuration.
@@ -298,6 +489,12 @@ pub struct Config {
     /// `[pipeline]`.
     #[serde(default = "default_pipeline")]
     pub pipeline: PipelineSection,
+    /// `[controls]`.
+    #[serde(default = "default_controls")]
+    pub controls: ControlsSection,
+    /// `[records]`.
+    #[serde(default = "default_records")]
+    pub records: RecordsSection,
 }
 
 fn yes() -> bool {
@@ -366,6 +563,7 @@ fn default_source() -> SourceSection {
         height: default_height(),
         fps: default_fps(),
         buffers: default_buffers(),
+        jpeg_decoder: crate::convert::JpegDecoderChoice::Auto,
     }
 }
 fn default_model() -> ModelSection {
@@ -393,6 +591,48 @@ fn default_display() -> DisplaySection {
         kind: default_display_kind(),
         dir: default_out_dir(),
         every: default_every(),
+        spi: None,
+        device: None,
+        tty: default_tty(),
+        width: None,
+        height: None,
+    }
+}
+fn default_tty() -> String {
+    "/dev/tty0".into()
+}
+fn default_gpio_chip() -> PathBuf {
+    PathBuf::from("/dev/gpiochip0")
+}
+fn default_long_press_ms() -> u64 {
+    1500
+}
+fn default_debounce_ms() -> u64 {
+    30
+}
+fn default_records_dir() -> PathBuf {
+    PathBuf::from("out/records")
+}
+fn default_controls() -> ControlsSection {
+    ControlsSection {
+        stdin: false,
+        button_chip: default_gpio_chip(),
+        button_line: None,
+        active_low: true,
+        long_press_ms: default_long_press_ms(),
+        debounce_ms: default_debounce_ms(),
+        save_chip: default_gpio_chip(),
+        save_line: None,
+        led_chip: default_gpio_chip(),
+        led_line: None,
+    }
+}
+fn default_records() -> RecordsSection {
+    RecordsSection {
+        dir: default_records_dir(),
+        max_count: None,
+        max_bytes: None,
+        device_id: None,
     }
 }
 fn default_pipeline() -> PipelineSection {
@@ -405,10 +645,11 @@ fn default_pipeline() -> PipelineSection {
 pub const DEFAULT_MANIFEST: &str = "models/efficientnet-lite0-ham10000/model-f32.toml";
 
 /// Keys holding paths, resolved against the file they appear in.
-const PATH_KEYS: [(&str, &str); 3] = [
+const PATH_KEYS: [(&str, &str); 4] = [
     ("source", "path"),
     ("model", "manifest"),
     ("display", "dir"),
+    ("records", "dir"),
 ];
 
 impl Default for Config {
@@ -422,6 +663,8 @@ impl Default for Config {
             overlay: default_overlay(),
             display: default_display(),
             pipeline: default_pipeline(),
+            controls: default_controls(),
+            records: default_records(),
         }
     }
 }
@@ -622,6 +865,18 @@ impl Config {
         if self.display.every == 0 {
             return Err(bad("display.every", "is 0; must be at least 1".into()));
         }
+        self.display
+            .validate()
+            .map_err(|(key, problem)| bad(key, problem))?;
+        if self.display.kind == DisplayKind::Spi {
+            let Some(spi) = &self.display.spi else {
+                return Err(bad(
+                    "display.spi",
+                    "is missing; kind = \"spi\" needs a [display.spi] section".into(),
+                ));
+            };
+            spi.validate().map_err(|(key, problem)| bad(key, problem))?;
+        }
         let s = self.pipeline.frame_slots;
         if !(4..=crate::pipeline::pool::MAX_SLOTS).contains(&s) {
             return Err(bad(
@@ -630,6 +885,61 @@ impl Config {
                     "is {s}; must be within 4..={}",
                     crate::pipeline::pool::MAX_SLOTS
                 ),
+            ));
+        }
+        let c = &self.controls;
+        if !(100..=10_000).contains(&c.long_press_ms) {
+            return Err(bad(
+                "controls.long_press_ms",
+                format!("is {}; must be within 100..=10000", c.long_press_ms),
+            ));
+        }
+        if c.debounce_ms > 500 || c.debounce_ms >= c.long_press_ms {
+            return Err(bad(
+                "controls.debounce_ms",
+                format!(
+                    "is {}; must be within 0..=500 and below controls.long_press_ms ({})",
+                    c.debounce_ms, c.long_press_ms
+                ),
+            ));
+        }
+        let lines = [
+            ("controls.button_line", &c.button_chip, c.button_line),
+            ("controls.save_line", &c.save_chip, c.save_line),
+            ("controls.led_line", &c.led_chip, c.led_line),
+        ];
+        for (i, (key, chip, line)) in lines.iter().enumerate() {
+            let Some(line) = line else { continue };
+            for (other, other_chip, other_line) in &lines[..i] {
+                if *other_line == Some(*line) && chip == other_chip {
+                    return Err(bad(
+                        key,
+                        format!("is {line} on {}, the same line as {other}", chip.display()),
+                    ));
+                }
+            }
+        }
+        if self.records.max_count == Some(0) {
+            return Err(bad(
+                "records.max_count",
+                "is 0; must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        if self.records.max_bytes == Some(0) {
+            return Err(bad(
+                "records.max_bytes",
+                "is 0; must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
+        if self
+            .records
+            .device_id
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
+            return Err(bad(
+                "records.device_id",
+                "is empty; leave it out to use the host name".into(),
             ));
         }
         Ok(())

@@ -57,6 +57,9 @@ enum Command {
         /// Heatmap opacity (0..=1).
         #[arg(long, default_value_t = 0.45)]
         opacity: f32,
+        /// JPEG decoder: auto (libjpeg-turbo if installed), libjpeg-turbo or zune-jpeg.
+        #[arg(long, default_value = "auto")]
+        jpeg_decoder: dermcam::convert::JpegDecoderChoice,
     },
     /// Run the daemon loop: source → model → Grad-CAM → display.
     Run {
@@ -69,6 +72,10 @@ enum Command {
         /// Stop after this many source frames.
         #[arg(long)]
         frames: Option<u64>,
+        /// Extra controls: `stdin` reads f (freeze/unfreeze), s (save), q (quit) from
+        /// standard input (as `[controls] stdin = true`).
+        #[arg(long, value_name = "KIND", value_parser = ["stdin"])]
+        controls: Option<String>,
     },
     /// Benchmark every stage on a recording.
     Bench {
@@ -87,6 +94,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// JPEG decoder: auto (libjpeg-turbo if installed), libjpeg-turbo or zune-jpeg.
+        #[arg(long, default_value = "auto")]
+        jpeg_decoder: dermcam::convert::JpegDecoderChoice,
     },
     /// List the V4L2 cameras with their formats, sizes and frame rates.
     Devices,
@@ -176,6 +186,7 @@ fn bench(
     warmup: u64,
     model: Option<PathBuf>,
     json: bool,
+    jpeg_decoder: dermcam::convert::JpegDecoderChoice,
 ) -> Result<()> {
     let source_path = source.unwrap_or_else(|| {
         app::resolve_data_path(std::path::Path::new("recordings/lesion-mjpeg.dcrec"))
@@ -202,7 +213,14 @@ fn bench(
         None,
     )?;
     let composer = Composer::new(labels, 0.45, 0.5);
-    let report = app::bench::bench(&mut recording, &mut analyzer, &composer, frames, warmup)?;
+    let report = app::bench::bench(
+        &mut recording,
+        &mut analyzer,
+        &composer,
+        frames,
+        warmup,
+        jpeg_decoder,
+    )?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -306,6 +324,7 @@ fn main() -> ExitCode {
             crop_fraction,
             colormap,
             opacity,
+            jpeg_decoder,
         } => colormap
             .parse::<ColorMapKind>()
             .map_err(|e| anyhow::anyhow!("--colormap: {e}"))
@@ -320,6 +339,7 @@ fn main() -> ExitCode {
                         colormap,
                         opacity,
                         low_confidence: 0.5,
+                        jpeg_decoder,
                     },
                     json,
                 )
@@ -328,15 +348,19 @@ fn main() -> ExitCode {
             config,
             board,
             frames,
+            controls,
         } => (|| {
-            let cfg = app::run::load_config(board.as_deref(), config.as_deref())
+            let mut cfg = app::run::load_config(board.as_deref(), config.as_deref())
                 .context("loading configuration")?;
+            if controls.as_deref() == Some("stdin") {
+                cfg.controls.stdin = true;
+            }
             let stop = AtomicBool::new(false);
             let counters = dermcam::pipeline::run::Counters::default();
             let summary = app::run::run(&cfg, frames, &stop, &counters).context("dermcam run")?;
             let c = summary.counters;
             log::info!(
-                "done: {} frames composed ({:.1} fps), {} analysed ({:.1}/s), {} skipped, {} dropped, {} corrupt, {} analysis errors",
+                "done: {} frames composed ({:.1} fps), {} analysed ({:.1}/s), {} skipped, {} dropped, {} corrupt, {} analysis errors, {} records saved, {} not saved{}",
                 c.composed,
                 summary.display_fps(),
                 c.analysed,
@@ -344,7 +368,14 @@ fn main() -> ExitCode {
                 c.skipped,
                 c.dropped,
                 c.corrupt,
-                c.analysis_errors
+                c.analysis_errors,
+                c.saved,
+                c.save_failed,
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    " (stopped by a signal)"
+                } else {
+                    ""
+                }
             );
             if cfg.display.kind == dermcam::config::DisplayKind::Png {
                 log::info!("overlays written to {}", cfg.display.dir.display());
@@ -357,7 +388,8 @@ fn main() -> ExitCode {
             warmup,
             model,
             json,
-        } => bench(source, frames, warmup, model, json).map(|()| true),
+            jpeg_decoder,
+        } => bench(source, frames, warmup, model, json, jpeg_decoder).map(|()| true),
         Command::Devices => {
             let devices = app::devices::list();
             print!("{}", app::devices::format_report(&devices));

@@ -141,6 +141,7 @@ fn run_over_corrupt_mjpeg_frames_skips_and_counts_exactly_them() {
         frame_slots: 5,
         max_frames: None,
         status_every: Duration::from_secs(3600),
+        ..RunOptions::default()
     };
     let summary = run_pipeline(
         &mut source,
@@ -370,6 +371,7 @@ fn infer_options() -> InferOptions {
         colormap: ColorMapKind::Jet,
         opacity: 0.45,
         low_confidence: 0.5,
+        jpeg_decoder: dermcam::convert::JpegDecoderChoice::Auto,
     }
 }
 

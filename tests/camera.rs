@@ -438,6 +438,7 @@ fn run_pipeline_finishes_through_a_fault_storm_and_its_counters_say_so() {
             frame_slots: 5,
             max_frames: Some(200),
             status_every: Duration::from_secs(3600),
+            ..RunOptions::default()
         },
         &counters,
         &stop,

@@ -1210,7 +1210,10 @@ fn libjpeg_decodes_exactly_like_pillow() {
         let format = mjpeg_format(w, h);
         let mut conv =
             Converter::with_jpeg(format, convert::JpegDecoderChoice::LibjpegTurbo).expect("conv");
-        assert_eq!(conv.jpeg_decoder_name(), Some(convert::LIBJPEG_DECODER_NAME));
+        assert_eq!(
+            conv.jpeg_decoder_name(),
+            Some(convert::LIBJPEG_DECODER_NAME)
+        );
         let mut dst = RgbFrame::new(w, h);
         conv.convert(&raw(format, &jpeg, 1), &mut dst)
             .expect("decode");
@@ -1225,7 +1228,10 @@ fn libjpeg_decodes_exactly_like_pillow() {
             convert::decode_jpeg_to_vec(&jpeg, convert::JpegDecoderChoice::LibjpegTurbo)
                 .expect("stills decode");
         assert_eq!((vw, vh), (w, h));
-        assert!(v == *pil.as_raw(), "{name}: stills path differs from Pillow");
+        assert!(
+            v == *pil.as_raw(),
+            "{name}: stills path differs from Pillow"
+        );
     }
 }
 
@@ -1244,8 +1250,14 @@ fn zune_jpeg_is_close_to_pillow() {
             .collect();
         let worst = diffs.iter().copied().max().unwrap_or(0);
         let n = diffs.iter().filter(|&&d| d > 0).count();
-        eprintln!("{name}: zune-jpeg differs from Pillow on {n}/{} bytes, max {worst}", diffs.len());
-        assert!(worst <= 8, "{name}: zune-jpeg is {worst} grey levels off Pillow");
+        eprintln!(
+            "{name}: zune-jpeg differs from Pillow on {n}/{} bytes, max {worst}",
+            diffs.len()
+        );
+        assert!(
+            worst <= 8,
+            "{name}: zune-jpeg is {worst} grey levels off Pillow"
+        );
     }
 }
 

@@ -45,6 +45,8 @@ struct WindowSink {
     start: Option<Counts>,
     end: Option<Counts>,
     frames: u64,
+    /// The display size (`None`: the camera frame's).
+    size: Option<(u32, u32)>,
 }
 
 impl FrameSink for WindowSink {
@@ -62,6 +64,10 @@ impl FrameSink for WindowSink {
     fn describe(&self) -> String {
         "window sink".into()
     }
+
+    fn output_size(&self) -> Option<(u32, u32)> {
+        self.size
+    }
 }
 
 fn analyzer_for(source: &Recording) -> (Analyzer, Composer) {
@@ -73,7 +79,7 @@ fn analyzer_for(source: &Recording) -> (Analyzer, Composer) {
     (analyzer, Composer::new(labels, 0.45, 0.5))
 }
 
-fn threaded_window(recording: &str) -> (Counts, u64) {
+fn threaded_window(recording: &str, size: Option<(u32, u32)>) -> (Counts, u64) {
     let mut source = Recording::open(
         &repo().join(recording),
         ReplayOptions {
@@ -87,6 +93,7 @@ fn threaded_window(recording: &str) -> (Counts, u64) {
         start: None,
         end: None,
         frames: 0,
+        size,
     };
     let counters = Counters::default();
     let stop = AtomicBool::new(false);
@@ -94,6 +101,7 @@ fn threaded_window(recording: &str) -> (Counts, u64) {
         frame_slots: 5,
         max_frames: None,
         status_every: std::time::Duration::from_secs(3600),
+        ..RunOptions::default()
     };
     // Stop as soon as the window is measured.
     let summary = std::thread::scope(|s| {
@@ -125,8 +133,12 @@ fn threaded_window(recording: &str) -> (Counts, u64) {
 }
 
 fn assert_threaded_zero(recording: &str, expect_decoder: bool) {
+    assert_threaded_zero_at(recording, expect_decoder, None);
+}
+
+fn assert_threaded_zero_at(recording: &str, expect_decoder: bool, size: Option<(u32, u32)>) {
     let _serial = serial();
-    let (d, analysed) = threaded_window(recording);
+    let (d, analysed) = threaded_window(recording, size);
     eprintln!(
         "{recording}: over {MEASURED} composed frames: dermcam {} allocations, tract {} ({} analyses in the run), decoder {}",
         d.get(Bucket::Dermcam),
@@ -153,6 +165,13 @@ fn assert_threaded_zero(recording: &str, expect_decoder: bool) {
 #[test]
 fn threaded_loop_allocates_nothing_per_frame_yuyv() {
     assert_threaded_zero("recordings/lesion-yuyv.dcrec", false);
+}
+
+/// The composer fits the 640x480 frames into a display of another size (scaling, bars,
+/// overlay at display resolution): still nothing allocated per frame.
+#[test]
+fn threaded_loop_allocates_nothing_per_frame_on_a_1280x800_display() {
+    assert_threaded_zero_at("recordings/lesion-yuyv.dcrec", false, Some((1280, 800)));
 }
 
 #[test]
@@ -185,7 +204,7 @@ impl StageProbe for AllocProbe {
     }
 }
 
-fn per_stage(recording: &str) -> [u64; 6] {
+fn per_stage(recording: &str, size: Option<(u32, u32)>) -> [u64; 6] {
     let mut source = Recording::open(
         &repo().join(recording),
         ReplayOptions {
@@ -198,7 +217,9 @@ fn per_stage(recording: &str) -> [u64; 6] {
     let f = source.header().format;
     let mut converter = Converter::new(f).expect("converter");
     let mut rgb = RgbFrame::new(f.width, f.height);
-    let mut out = RgbFrame::new(f.width, f.height);
+    let (ow, oh) = size.unwrap_or((f.width, f.height));
+    composer.prepare(f.width, f.height, ow, oh);
+    let mut out = RgbFrame::new(ow, oh);
     let mut analysis = analyzer.new_analysis();
     let mut probe = AllocProbe {
         open: None,
@@ -230,8 +251,12 @@ fn per_stage(recording: &str) -> [u64; 6] {
 }
 
 fn assert_stages_zero(rec: &str) {
+    assert_stages_zero_at(rec, None);
+}
+
+fn assert_stages_zero_at(rec: &str, size: Option<(u32, u32)>) {
     let _serial = serial();
-    let counts = per_stage(rec);
+    let counts = per_stage(rec, size);
     for (stage, n) in Stage::ALL.iter().zip(counts) {
         assert_eq!(
             n,
@@ -245,6 +270,12 @@ fn assert_stages_zero(rec: &str) {
 #[test]
 fn every_stage_allocates_nothing_yuyv() {
     assert_stages_zero("recordings/lesion-yuyv.dcrec");
+}
+
+#[test]
+fn every_stage_allocates_nothing_on_320x240_and_800x480_displays() {
+    assert_stages_zero_at("recordings/lesion-rgb24.dcrec", Some((320, 240)));
+    assert_stages_zero_at("recordings/lesion-rgb24.dcrec", Some((800, 480)));
 }
 
 #[test]

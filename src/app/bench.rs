@@ -8,9 +8,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::alloc_count::{self, Bucket, Counts};
-use crate::capture::{FrameSource, PixelFormat, Poll};
+use crate::capture::{FrameSource, Poll};
 use crate::compose::{Composer, Rates};
-use crate::convert::{mjpeg::DECODER_NAME, Converter};
+use crate::convert::{Converter, JpegDecoderChoice};
 use crate::frame::RgbFrame;
 use crate::pipeline::{Analyzer, Stage, StageProbe};
 
@@ -149,9 +149,10 @@ pub fn bench(
     composer: &Composer,
     frames: u64,
     warmup: u64,
+    jpeg: JpegDecoderChoice,
 ) -> Result<BenchReport, BenchError> {
     let format = source.format();
-    let mut converter = Converter::new(format)?;
+    let mut converter = Converter::with_jpeg(format, jpeg)?;
     let mut rgb = RgbFrame::new(format.width, format.height);
     let mut out = RgbFrame::new(format.width, format.height);
     let mut analysis = analyzer.new_analysis();
@@ -218,11 +219,7 @@ pub fn bench(
             dermcam: per(Bucket::Dermcam),
             tract: per(Bucket::Tract),
             decoder: per(Bucket::Decoder),
-            decoder_name: if format.pixel == PixelFormat::Mjpeg {
-                DECODER_NAME.to_string()
-            } else {
-                "none".to_string()
-            },
+            decoder_name: converter.jpeg_decoder_name().unwrap_or("none").to_string(),
             counted: alloc_count::is_installed(),
         },
         peak_rss_mb: super::peak_rss_mb().unwrap_or(0.0),

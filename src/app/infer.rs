@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::capture::stills::{load_rgb, StillsError};
+use crate::capture::stills::{load_rgb_with, StillsError};
 use crate::compose::{Composer, Rates};
 use crate::display::png::write_png_atomic;
 use crate::display::DisplayError;
@@ -29,6 +29,8 @@ pub struct InferOptions {
     pub opacity: f32,
     /// Low-confidence threshold for the overlay.
     pub low_confidence: f32,
+    /// JPEG decoder for JPEG files.
+    pub jpeg_decoder: crate::convert::JpegDecoderChoice,
 }
 
 /// Errors for one image.
@@ -97,6 +99,8 @@ pub struct InferResult {
     pub overlay: Option<String>,
     /// Model name.
     pub model: String,
+    /// The JPEG decoder that decoded the image (`null` for PNG).
+    pub jpeg_decoder: Option<&'static str>,
 }
 
 /// Classifies images one after another with one model.
@@ -129,8 +133,10 @@ impl Inferrer {
 
     /// Classifies one image (and writes its overlay if an output folder is set).
     pub fn infer(&mut self, path: &Path) -> Result<InferResult, InferError> {
-        let img = load_rgb(path)?;
+        let img = load_rgb_with(path, self.options.jpeg_decoder)?;
         let (w, h) = img.dimensions();
+        let jpeg_decoder = crate::capture::stills::is_jpeg_path(path)
+            .then(|| crate::convert::resolved_jpeg_decoder_name(self.options.jpeg_decoder));
         let analyze_err = |source| InferError::Analyze {
             path: path.to_path_buf(),
             source: Box::new(source),
@@ -194,6 +200,7 @@ impl Inferrer {
             },
             overlay,
             model: manifest.name.clone(),
+            jpeg_decoder,
         })
     }
 }

@@ -277,6 +277,10 @@ impl<S: FrameSource> FrameSource for FaultInjector<S> {
     fn describe(&self) -> &str {
         self.inner.describe()
     }
+
+    fn capture_status(&self) -> super::v4l2::CaptureStatus {
+        self.inner.capture_status()
+    }
 }
 
 impl<S: Reconnect> Reconnect for FaultInjector<S> {

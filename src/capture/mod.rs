@@ -173,4 +173,11 @@ pub trait FrameSource: Send {
 
     /// A short description for logs and status ("recording recordings/lesion.dcrec").
     fn describe(&self) -> &str;
+
+    /// Whether the device is there: sources that can lose their device (a supervised V4L2
+    /// camera) say when it is absent or reconnecting, so the display can say so. Sources
+    /// that cannot be lost are always streaming.
+    fn capture_status(&self) -> v4l2::CaptureStatus {
+        v4l2::CaptureStatus::Streaming
+    }
 }

@@ -418,6 +418,9 @@ impl<S: FrameSource> FrameSource for Steady<S> {
     fn describe(&self) -> &str {
         self.0.describe()
     }
+    fn capture_status(&self) -> CaptureStatus {
+        self.0.capture_status()
+    }
 }
 
 impl<S: FrameSource> Reconnect for Steady<S> {
@@ -723,6 +726,10 @@ impl<S: Reconnect> FrameSource for Supervised<S> {
 
     fn describe(&self) -> &str {
         self.inner.describe()
+    }
+
+    fn capture_status(&self) -> CaptureStatus {
+        self.monitor.status()
     }
 }
 

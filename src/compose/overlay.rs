@@ -72,17 +72,23 @@ pub enum ScreenState {
     /// The top probability is below the threshold: an amber badge. Set automatically from
     /// `Live` when the result is below the threshold.
     LowConfidence,
+    /// A record could not be saved because the disk is full: a red banner over the frame.
+    DiskFull,
+    /// A record could not be saved (any other error): a red banner over the frame.
+    SaveFailed,
 }
 
 impl ScreenState {
     /// All states.
-    pub const ALL: [ScreenState; 6] = [
+    pub const ALL: [ScreenState; 8] = [
         ScreenState::Live,
         ScreenState::NoCamera,
         ScreenState::ModelError,
         ScreenState::Frozen,
         ScreenState::Saved,
         ScreenState::LowConfidence,
+        ScreenState::DiskFull,
+        ScreenState::SaveFailed,
     ];
 
     /// A short lower-case name (`live`, `no-camera`, …).
@@ -94,6 +100,8 @@ impl ScreenState {
             ScreenState::Frozen => "frozen",
             ScreenState::Saved => "saved",
             ScreenState::LowConfidence => "low-confidence",
+            ScreenState::DiskFull => "disk-full",
+            ScreenState::SaveFailed => "save-failed",
         }
     }
 }
@@ -461,11 +469,32 @@ pub fn draw_overlay<D: Shade>(target: &mut D, info: &OverlayInfo<'_>) -> Result<
         finding.is_some_and(|f| f.probabilities[f.class].clamp(0.0, 1.0) < info.low_confidence);
     let low = match state {
         ScreenState::LowConfidence => true,
-        ScreenState::Frozen | ScreenState::Saved => finding_low,
+        ScreenState::Frozen
+        | ScreenState::Saved
+        | ScreenState::DiskFull
+        | ScreenState::SaveFailed => finding_low,
         _ => false,
     };
     if low {
         badge(target, "LOW CONFIDENCE", colors::LOW, colors::DARK_TEXT)?;
+    }
+    // A record that was not saved: a red banner the user cannot miss.
+    let not_saved = match state {
+        ScreenState::DiskFull => Some(("DISK FULL", "Record NOT saved - free up space")),
+        ScreenState::SaveFailed => Some(("NOT SAVED", "Record could not be written - see log")),
+        _ => None,
+    };
+    if let Some((title, message)) = not_saved {
+        draw_banner(
+            target,
+            sh_ / 2,
+            title,
+            message,
+            fonts,
+            colors::ERROR,
+            colors::TEXT,
+            colors::TEXT,
+        )?;
     }
 
     // Bottom band: the permanent disclaimer.

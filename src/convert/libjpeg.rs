@@ -27,7 +27,9 @@ pub const LIBRARY: &str = "libturbojpeg.so.0";
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LibjpegError {
     /// The library or one of its symbols could not be loaded.
-    #[error("cannot load {LIBRARY}: {0} (install libturbojpeg0, or set jpeg_decoder = \"zune-jpeg\")")]
+    #[error(
+        "cannot load {LIBRARY}: {0} (install libturbojpeg0, or set jpeg_decoder = \"zune-jpeg\")"
+    )]
     Unavailable(String),
     /// `tjInitDecompress` failed.
     #[error("libjpeg-turbo: cannot create a decompressor")]
@@ -139,9 +141,7 @@ fn load() -> Result<Api, String> {
             decompress_header3: std::mem::transmute::<*mut c_void, DecompressHeader3>(sym(
                 c"tjDecompressHeader3",
             )?),
-            decompress2: std::mem::transmute::<*mut c_void, Decompress2>(sym(
-                c"tjDecompress2",
-            )?),
+            decompress2: std::mem::transmute::<*mut c_void, Decompress2>(sym(c"tjDecompress2")?),
             destroy: std::mem::transmute::<*mut c_void, Destroy>(sym(c"tjDestroy")?),
             get_error_str2: std::mem::transmute::<*mut c_void, GetErrorStr2>(sym(
                 c"tjGetErrorStr2",

@@ -13,8 +13,8 @@ use crate::capture::{FrameFormat, PixelFormat, RawFrame};
 use crate::frame::RgbFrame;
 
 pub use mjpeg::{
-    decode_jpeg_to_vec, resolved_jpeg_decoder_name, JpegDecoderChoice, MjpegDecoder, MjpegFault, DECODER_NAME,
-    LIBJPEG_DECODER_NAME,
+    decode_jpeg_to_vec, resolved_jpeg_decoder_name, JpegDecoderChoice, MjpegDecoder, MjpegFault,
+    DECODER_NAME, LIBJPEG_DECODER_NAME,
 };
 
 /// Errors of pixel conversion.

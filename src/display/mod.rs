@@ -1,7 +1,13 @@
 //! Where composed frames go: a headless PNG sink here; framebuffer, DRM and SPI panels plug
 //! in behind the same trait.
 
+pub mod console;
+pub mod drm;
+pub mod fbdev;
+pub mod pack;
 pub mod png;
+pub mod sized;
+pub mod spi;
 
 use crate::frame::RgbFrame;
 use crate::pipeline::Analysis;
@@ -17,6 +23,15 @@ pub enum DisplayError {
         /// Cause.
         reason: String,
     },
+    /// An SPI panel (`[display.spi]`) failed.
+    #[error(transparent)]
+    Panel(#[from] spi::PanelError),
+    /// The framebuffer display failed.
+    #[error(transparent)]
+    Fbdev(#[from] fbdev::FbdevError),
+    /// The DRM display failed.
+    #[error(transparent)]
+    Drm(#[from] drm::DrmError),
 }
 
 /// A consumer of composed frames.
@@ -36,6 +51,12 @@ pub trait FrameSink: Send {
 
     /// A short description for logs.
     fn describe(&self) -> String;
+
+    /// The size of the frames this sink shows, when it has one of its own (a screen or a
+    /// panel); `None` = the camera frame's size. The composer composes at this size.
+    fn output_size(&self) -> Option<(u32, u32)> {
+        None
+    }
 }
 
 /// A sink that keeps only a count (benchmarks, tests).
