@@ -160,8 +160,10 @@ fn run_over_corrupt_mjpeg_frames_skips_and_counts_exactly_them() {
     assert_eq!(c.dropped, 0, "no good frame is dropped: {c:?}");
     assert_eq!(c.analysis_errors, 0, "{c:?}");
     assert!(c.composed >= 1 && c.analysed >= 1, "{c:?}");
+    // Each good frame is composed at most once, plus the final analysis shown once more when
+    // the source ends (a slow machine — or qemu — composes every frame and then that one).
     assert!(
-        c.composed <= c.captured - c.corrupt - c.dropped,
+        c.composed <= c.captured - c.corrupt - c.dropped + 1,
         "only good frames are composed: {c:?}"
     );
     assert_eq!(sink.shown, c.composed);
