@@ -28,7 +28,7 @@ ARCH=${1:-aarch64}
 case "$ARCH" in
     aarch64) DEB_ARCH=arm64; TRIPLE=aarch64-unknown-linux-gnu; STRIP=aarch64-linux-gnu-strip
              OBJDUMP=aarch64-linux-gnu-objdump; FILE_WANT="ARM aarch64"
-             RUN=(qemu-aarch64-static -L /usr/aarch64-linux-gnu)
+             RUN=(qemu-aarch64-static -L /)  # Debian's arm64 multiarch libc (scripts/cross-test-aarch64.sh)
              DEF_BIN=${CARGO_TARGET_DIR:-target}/$TRIPLE/release/dermcam ;;
     x86_64)  DEF_BIN=target/release/dermcam; DEB_ARCH=amd64; STRIP=strip; OBJDUMP=objdump
              FILE_WANT="x86-64"; RUN=() ;;
