@@ -50,7 +50,7 @@ pub enum AppRunError {
 }
 
 /// The board's GPIO controls, as configured (`None` when no line is configured).
-pub type BoardControls = PinControls<linux_embedded_hal::CdevPin, linux_embedded_hal::CdevPin>;
+pub type BoardControls = PinControls<crate::controls::ButtonPin, linux_embedded_hal::CdevPin>;
 
 /// Opens the configured button(s) and LED on the GPIO character device.
 pub fn open_controls(c: &ControlsSection) -> Result<Option<BoardControls>, ControlsError> {

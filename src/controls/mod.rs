@@ -524,25 +524,56 @@ fn request(
     linux_embedded_hal::CdevPin::new(handle).map_err(|e| err("cannot read the line's info", &e))
 }
 
-/// Opens a button line as an input (`active_low`: the line reads low when pressed, so the
-/// kernel inverts it and `is_high` means pressed).
+/// A button line on the GPIO character device; `is_high` means pressed.
+///
+/// An active-low line is requested *without* the kernel's `ACTIVE_LOW` flag and inverted
+/// here: linux-embedded-hal's `CdevPin::is_high` inverts the value of a line requested
+/// active-low once more (the kernel already returns the logical value), so with the flag it
+/// reports the physical level and a released button would read as pressed (found in the
+/// gpio-sim HIL test, `tests/hil/gpio.sh`).
+pub struct ButtonPin {
+    pin: linux_embedded_hal::CdevPin,
+    active_low: bool,
+}
+
+impl fmt::Debug for ButtonPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ButtonPin")
+            .field("active_low", &self.active_low)
+            .finish_non_exhaustive()
+    }
+}
+
+impl embedded_hal::digital::ErrorType for ButtonPin {
+    type Error = linux_embedded_hal::CdevPinError;
+}
+
+impl InputPin for ButtonPin {
+    fn is_high(&mut self) -> Result<bool, Self::Error> {
+        Ok(self.pin.is_high()? != self.active_low)
+    }
+
+    fn is_low(&mut self) -> Result<bool, Self::Error> {
+        self.is_high().map(|pressed| !pressed)
+    }
+}
+
+/// Opens a button line as an input (`active_low`: the line reads low when pressed); the
+/// pin's `is_high` means pressed.
 pub fn open_input(
     chip: &Path,
     line: u32,
     active_low: bool,
     role: &'static str,
-) -> Result<linux_embedded_hal::CdevPin, ControlsError> {
+) -> Result<ButtonPin, ControlsError> {
     use linux_embedded_hal::gpio_cdev::LineRequestFlags;
-    let mut flags = LineRequestFlags::INPUT;
-    if active_low {
-        flags |= LineRequestFlags::ACTIVE_LOW;
-    }
     let label = PinLabel {
         chip: chip.to_path_buf(),
         line,
         role,
     };
-    request(&label, flags, 0)
+    let pin = request(&label, LineRequestFlags::INPUT, 0)?;
+    Ok(ButtonPin { pin, active_low })
 }
 
 /// Opens an LED line as an output, initially off.

@@ -36,6 +36,11 @@ if [ -x /hil/dermcam ]; then
         echo "HIL share-failed /hil/out"
     fi
     cd /hil/work
+    # optional hook (run.sh DERMCAM_HOOK): prepares devices, may leave drivers in the background
+    if [ -f /hil/hook.sh ]; then
+        sh /hil/hook.sh
+        echo "HIL hook-exit rc=$? uptime=$(up)"
+    fi
     echo "HIL dermcam-start uptime=$(up) args=$DERMCAM_ARGS"
     # stdout+stderr go straight to the console; the host cuts them out between the
     # dermcam-start and dermcam-exit lines (target/hil/<arch>/dermcam.log)

@@ -35,6 +35,10 @@
 #                           dermcam-exit.png, is always taken after dermcam exits.
 #   /hil/out (guest)        = target/hil/<arch>/dermcam-out/ on the host (virtio-9p share,
 #                           emptied before each run): write overlays, recordings, JSON there
+#   DERMCAM_HOOK=path       guest sh script (repo-relative or absolute), copied to /hil/hook.sh
+#                           and run by init.sh in /hil/work after the share is mounted, just
+#                           before dermcam starts (HIL hook-exit rc=N); it prepares devices and
+#                           may leave drivers running in the background (tests/hil/gpio.sh)
 #   DERMCAM_CHECK="cmd"     host command run after the built-in checks, with HIL_OUT set to
 #                           target/hil/<arch>; non-zero fails the run. dermcam-specific checks
 #                           (status lines in dermcam.log, overlay pixels in dermcam.png) go here.
@@ -99,6 +103,11 @@ if [ -n "${DERMCAM_BIN:-}" ]; then
         mkdir -p "$(dirname "$STAGE/hil/work/$dest")"
         cp -r "$src" "$STAGE/hil/work/$dest"
     done
+    if [ -n "${DERMCAM_HOOK:-}" ]; then
+        hook=$DERMCAM_HOOK; case "$hook" in /*) ;; *) hook=$REPO/$hook ;; esac
+        [ -f "$hook" ] || { echo "[hil] DERMCAM_HOOK=$DERMCAM_HOOK not found ($hook)" >&2; exit 2; }
+        install -m 0755 "$hook" "$STAGE/hil/hook.sh"
+    fi
     {
         printf "DERMCAM_ARGS='%s'\n" "${DERMCAM_ARGS:-}"
         echo "DERMCAM_TIMEOUT='${DERMCAM_TIMEOUT:-60}'"
