@@ -81,6 +81,45 @@ impl Analysis {
             crop,
         }
     }
+
+    /// Copies `other` into this analysis of the same shapes without allocating (as
+    /// [`RgbFrame::copy_from`] does for frames); `false`, and nothing copied, if the shapes
+    /// differ.
+    pub fn copy_from(&mut self, other: &Analysis) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let Analysis {
+            frame_sequence,
+            frame_timestamp,
+            class,
+            probabilities,
+            logits,
+            cam,
+            cam_width,
+            cam_height,
+            cam_raw_max,
+            heat_rgb,
+            crop,
+        } = other;
+        if self.probabilities.len() != probabilities.len()
+            || self.logits.len() != logits.len()
+            || self.cam.len() != cam.len()
+            || self.heat_rgb.len() != heat_rgb.len()
+        {
+            return false;
+        }
+        self.frame_sequence = *frame_sequence;
+        self.frame_timestamp = *frame_timestamp;
+        self.class = *class;
+        self.probabilities.copy_from_slice(probabilities);
+        self.logits.copy_from_slice(logits);
+        self.cam.copy_from_slice(cam);
+        self.cam_width = *cam_width;
+        self.cam_height = *cam_height;
+        self.cam_raw_max = *cam_raw_max;
+        self.heat_rgb.copy_from_slice(heat_rgb);
+        self.crop = *crop;
+        true
+    }
 }
 
 /// Analyses frames of one size with one model.

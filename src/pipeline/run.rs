@@ -334,30 +334,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Copies an analysis into a buffer of the same shapes without allocating; `false` (and
-/// nothing copied) if the shapes differ.
-fn copy_analysis(dst: &mut Analysis, src: &Analysis) -> bool {
-    if dst.probabilities.len() != src.probabilities.len()
-        || dst.logits.len() != src.logits.len()
-        || dst.cam.len() != src.cam.len()
-        || dst.heat_rgb.len() != src.heat_rgb.len()
-    {
-        return false;
-    }
-    dst.frame_sequence = src.frame_sequence;
-    dst.frame_timestamp = src.frame_timestamp;
-    dst.class = src.class;
-    dst.probabilities.copy_from_slice(&src.probabilities);
-    dst.logits.copy_from_slice(&src.logits);
-    dst.cam.copy_from_slice(&src.cam);
-    dst.cam_width = src.cam_width;
-    dst.cam_height = src.cam_height;
-    dst.cam_raw_max = src.cam_raw_max;
-    dst.heat_rgb.copy_from_slice(&src.heat_rgb);
-    dst.crop = src.crop;
-    true
-}
-
 /// Logs off the frame path (charged to the output bucket).
 fn note(f: impl FnOnce()) {
     alloc_count::scope(Bucket::Output, f)
@@ -795,7 +771,7 @@ fn inference_loop(
                 let wanted = shared.snapshot_wanted.load(Ordering::Acquire);
                 if wanted > shared.snapshot_filled.load(Ordering::Acquire) {
                     let mut snap = lock(&shared.snapshot);
-                    if snap.frame.copy_from(&frame) && copy_analysis(&mut snap.analysis, &slot) {
+                    if snap.frame.copy_from(&frame) && snap.analysis.copy_from(&slot) {
                         snap.id = wanted;
                         drop(snap);
                         shared.snapshot_filled.store(wanted, Ordering::Release);
@@ -1143,9 +1119,7 @@ fn record_loop(
         };
         let copied = {
             let snap = lock(&shared.snapshot);
-            snap.id == job
-                && frame.copy_from(&snap.frame)
-                && copy_analysis(analysis, &snap.analysis)
+            snap.id == job && frame.copy_from(&snap.frame) && analysis.copy_from(&snap.analysis)
         };
         let outcome = alloc_count::scope(Bucket::Output, || {
             if !copied {
@@ -1336,12 +1310,12 @@ mod tests {
         b.probabilities.copy_from_slice(&[0.25, 0.75]);
         b.class = 1;
         b.heat_rgb[5] = 9;
-        assert!(copy_analysis(&mut a, &b));
+        assert!(a.copy_from(&b));
         assert_eq!(
             (a.probabilities.clone(), a.class, a.heat_rgb[5]),
             (b.probabilities.clone(), 1, 9)
         );
         let c = Analysis::new(3, 2, 2, crop);
-        assert!(!copy_analysis(&mut a, &c));
+        assert!(!a.copy_from(&c));
     }
 }
