@@ -112,48 +112,39 @@ pub fn decode_jpeg_to_vec(
     choice: JpegDecoderChoice,
 ) -> Result<(u32, u32, Vec<u8>), MjpegFault> {
     let mut backend = Backend::new(choice)?;
+    // One decoder per file: the header read for the size is the one the decode continues from.
+    let mut rgb = Vec::new();
     let (w, h) = match &mut backend {
-        Backend::Libjpeg(d) => d.dimensions(data)?,
-        Backend::Zune(options) => {
-            let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), *options);
-            decoder.decode_headers()?;
-            decoder.dimensions().unwrap_or((0, 0))
+        Backend::Libjpeg(d) => {
+            let (w, h) = d.dimensions(data)?;
+            rgb = vec![0u8; w * h * 3];
+            d.decode_into(data, &mut rgb, w, h)?;
+            (w, h)
         }
-    };
-    let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
-        return Err(MjpegFault::Libjpeg(LibjpegError::TooLarge(w * h * 3)));
+        Backend::Zune(options) => {
+            let options = *options;
+            catch_unwind(AssertUnwindSafe(
+                || -> Result<(usize, usize), MjpegFault> {
+                    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), options);
+                    decoder.decode_headers()?;
+                    let (w, h) = decoder.dimensions().unwrap_or((0, 0));
+                    if w > 0 && h > 0 {
+                        rgb = vec![0u8; w * h * 3];
+                        decoder.decode_into(&mut rgb)?;
+                    }
+                    Ok((w, h))
+                },
+            ))
+            .map_err(|_| MjpegFault::Panicked)??
+        }
     };
     if w == 0 || h == 0 {
         return Err(MjpegFault::NotJpeg { len: data.len() });
     }
-    let mut rgb = vec![0u8; w * h * 3];
-    decode_with(&mut backend, data, &mut rgb, w, h)?;
+    let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
+        return Err(MjpegFault::Libjpeg(LibjpegError::TooLarge(w * h * 3)));
+    };
     Ok((w32, h32, rgb))
-}
-
-/// Decodes `data` (already checked to be `w x h`) into `dst` with `backend`, catching a
-/// panic of the pure-Rust decoder.
-fn decode_with(
-    backend: &mut Backend,
-    data: &[u8],
-    dst: &mut [u8],
-    w: usize,
-    h: usize,
-) -> Result<(), MjpegFault> {
-    match backend {
-        Backend::Libjpeg(d) => Ok(d.decode_into(data, dst, w, h)?),
-        Backend::Zune(options) => {
-            let options = *options;
-            match catch_unwind(AssertUnwindSafe(|| -> Result<(), MjpegFault> {
-                let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), options);
-                decoder.decode_into(dst)?;
-                Ok(())
-            })) {
-                Ok(r) => r,
-                Err(_) => Err(MjpegFault::Panicked),
-            }
-        }
-    }
 }
 
 /// How many trailing bytes may follow the EOI marker (some cameras pad frames).
@@ -294,19 +285,27 @@ impl MjpegDecoder {
         let outcome = alloc_count::scope(Bucket::Decoder, || {
             catch_unwind(AssertUnwindSafe(
                 || -> Result<Option<(usize, usize)>, MjpegFault> {
-                    let dims = match backend {
-                        Backend::Libjpeg(d) => d.dimensions(data)?,
+                    // One decoder per frame: the header read for the size check is the one
+                    // the decode continues from.
+                    match backend {
+                        Backend::Libjpeg(d) => {
+                            let dims = d.dimensions(data)?;
+                            if dims != (want_w, want_h) {
+                                return Ok(Some(dims));
+                            }
+                            d.decode_into(data, dst, want_w, want_h)?;
+                        }
                         Backend::Zune(options) => {
                             let mut decoder =
                                 JpegDecoder::new_with_options(ZCursor::new(data), *options);
                             decoder.decode_headers()?;
-                            decoder.dimensions().unwrap_or((0, 0))
+                            let dims = decoder.dimensions().unwrap_or((0, 0));
+                            if dims != (want_w, want_h) {
+                                return Ok(Some(dims));
+                            }
+                            decoder.decode_into(dst)?;
                         }
-                    };
-                    if dims != (want_w, want_h) {
-                        return Ok(Some(dims));
                     }
-                    decode_with(backend, data, dst, want_w, want_h)?;
                     Ok(None)
                 },
             ))
