@@ -20,7 +20,8 @@ import onnxruntime as ort
 import torch
 import torch.nn as nn
 
-from common import HERE, MEL, normalise, read_split
+from common import CLASSES, HERE, MEL, normalise, read_split
+from evaluate import bootstrap
 from train import build_model, load_cache, metrics, predict
 
 
@@ -51,35 +52,20 @@ def fit_temperature(logits, y):
     return float(logt.exp())
 
 
-def mel_recall_lower_bound(pred, y, lesions, resamples=1000, seed=0):
-    """2.5th percentile of melanoma recall over bootstrap resamples of the lesions (all images
-    of a drawn lesion go in together, as in evaluate.py)."""
-    lesions = np.asarray(lesions)
-    _, inv = np.unique(lesions, return_inverse=True)
-    groups = [np.flatnonzero(inv == g) for g in range(inv.max() + 1)]
-    rng = np.random.default_rng(seed)
-    hit = (pred == MEL) & (y == MEL)
-    is_mel = y == MEL
-    rec = []
-    for _ in range(resamples):
-        idx = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
-        rec.append(hit[idx].sum() / max(is_mel[idx].sum(), 1))
-    return float(np.percentile(rec, 2.5))
-
-
 def choose_mel_offset(vlog, y, lesions, floor, floor_on):
     """The melanoma logit offset (grid 0..4, step 0.05) with the best validation balanced
     accuracy subject to validation melanoma recall >= floor, where the recall is the point
     estimate (floor_on="point") or the lower 95 % bootstrap bound over lesions
-    (floor_on="lower-bound": the target is met with confidence on data like the validation
-    split, not only on its 171 melanomas). Returns (offset, metrics, lower bound)."""
+    (floor_on="lower-bound", evaluate.py's bootstrap with 1,000 resamples: the target is met
+    with confidence on data like the validation split, not only on its 171 melanomas).
+    Returns (offset, metrics, lower bound)."""
     best = None
     for d in np.arange(0, 4.0001, 0.05):
         z = vlog.clone()
         z[:, MEL] += float(d)
         pred = z.argmax(1).numpy()
         met = metrics(y, pred)
-        lo = mel_recall_lower_bound(pred, y, lesions)
+        lo = bootstrap(y, pred, lesions, CLASSES, MEL, 1000)["melanoma_sensitivity"][0]
         score = met["mel_recall"] if floor_on == "point" else lo
         ok = score >= floor
         key = (ok, met["balanced_accuracy"] if ok else score)

@@ -167,7 +167,7 @@ def main():
     ap.add_argument("--input-noise", type=float, default=0.0,
                     help="uniform per-pixel noise of +- this many grey levels on training inputs")
     ap.add_argument("--wide-crops", action="store_true",
-                    help="train on random horizontal 160-wide windows of the whole image instead of "
+                    help="train on random horizontal size-wide windows of the whole image instead of "
                          "the centre square (validation always uses dermcam's centre square)")
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
