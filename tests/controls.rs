@@ -763,15 +763,15 @@ fn dermcam_run_notifies_systemd_saves_from_stdin_and_stops_on_sigterm() {
         .write_all(b"s\n")
         .expect("write s");
     let start = Instant::now();
-    while visible_or_empty(&records).is_empty() {
+    while finished_records(&records).is_empty() {
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "no record saved"
         );
         receive(&mut messages);
     }
-    // A record is only visible once complete (atomic rename).
-    let names = visible_or_empty(&records);
+    // A record gets its name only once complete (atomic rename of its `.tmp-*` folder).
+    let names = finished_records(&records);
     assert_eq!(names.len(), 1);
     assert_eq!(
         visible(&records.join(&names[0])),
@@ -832,6 +832,14 @@ fn visible_or_empty(dir: &Path) -> Vec<String> {
     } else {
         Vec::new()
     }
+}
+
+/// The records a user would see in `dir`: not the hidden `.tmp-*` folder of a save still
+/// being written.
+fn finished_records(dir: &Path) -> Vec<String> {
+    let mut names = visible_or_empty(dir);
+    names.retain(|n| !n.starts_with(dermcam::record::TMP_PREFIX));
+    names
 }
 
 #[test]
