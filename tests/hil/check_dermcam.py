@@ -13,14 +13,11 @@ import struct
 import sys
 import zlib
 
+from checks import Checks
+
 out = os.environ.get("HIL_OUT") or sys.argv[1]
-passed = failed = 0
-
-
-def check(ok, what):
-    global passed, failed
-    passed, failed = passed + bool(ok), failed + (not ok)
-    print(f"  {'ok  ' if ok else 'FAIL'} {what}")
+checks = Checks("dermcam-hil")
+check = checks.check
 
 
 def png_size_and_colourful(path):
@@ -78,5 +75,4 @@ if os.path.exists(latest):
     w, h, colourful = png_size_and_colourful(latest)
     check(w > 0 and h > 0 and colourful is not None and colourful > 0.2,
           f"overlay {w}x{h} carries a heatmap ({colourful if colourful is None else round(colourful, 2)} saturated)")
-print(f"dermcam-hil: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+checks.finish()

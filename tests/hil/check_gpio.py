@@ -13,14 +13,11 @@ import os
 import re
 import sys
 
+from checks import Checks
+
 out = os.environ.get("HIL_OUT") or sys.argv[1]
-passed = failed = 0
-
-
-def check(ok, what):
-    global passed, failed
-    passed, failed = passed + bool(ok), failed + (not ok)
-    print(f"  {'ok  ' if ok else 'FAIL'} {what}")
+checks = Checks("gpio-hil")
+check = checks.check
 
 
 serial = open(os.path.join(out, "serial.log"), errors="replace").read().splitlines()
@@ -83,5 +80,4 @@ if complete:
     for f in ("frame.png", "overlay.png"):
         p = os.path.join(d, f)
         check(os.path.exists(p) and open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n", f"{f} is a PNG")
-print(f"gpio-hil: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+checks.finish()

@@ -20,20 +20,17 @@ import os
 import re
 import sys
 
+from checks import Checks
+
 out = os.environ.get("HIL_OUT") or sys.argv[1]
-passed = failed = 0
+checks = Checks("dermcam-screen")
+check = checks.check
 
 # src/compose/overlay.rs colours
 CONFIDENT, LOW, OTHER, BAR_BG, ERROR = (64, 200, 120), (255, 176, 32), (140, 170, 220), (70, 70, 70), (200, 30, 30)
 # vivid's 75 % bars, left to right
 BARS = [(191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0), (191, 0, 191), (191, 0, 0), (0, 0, 191), (0, 0, 0)]
 SRC_W, SRC_H = 640, 480
-
-
-def check(ok, what):
-    global passed, failed
-    passed, failed = passed + bool(ok), failed + (not ok)
-    print(f"  {'ok  ' if ok else 'FAIL'} {what}")
 
 
 def read_ppm(path):
@@ -75,8 +72,7 @@ check(re.search(r"status: live .*analysed [1-9]", log), "state in the log: live,
 shot = os.path.join(out, "dermcam.ppm")
 check(os.path.exists(shot), "screenshot taken while dermcam ran (dermcam.ppm)")
 if not (m and os.path.exists(shot)):
-    print(f"dermcam-screen: {passed} passed, {failed + 1} failed")
-    sys.exit(1)
+    checks.finish()
 W, H = int(m.group(1)), int(m.group(2))
 img = read_ppm(shot)
 check((img[0], img[1]) == (W, H), f"screenshot {img[0]}x{img[1]} == framebuffer {W}x{H}")
@@ -141,5 +137,4 @@ if os.path.exists(exit_shot):
 else:
     check(False, "screenshot after exit (dermcam-exit.ppm)")
 
-print(f"dermcam-screen: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+checks.finish()
