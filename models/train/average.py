@@ -3,6 +3,12 @@ low-learning-rate end of the cosine schedule), re-estimate the BatchNorm statist
 training images (dermcam preprocessing, no augmentation), and score it on the validation split.
 
     python average.py /work/shared/data/ham10000 --epochs 22-27 [--out checkpoints/swa.pt]
+    python average.py /work/shared/data/ham10000 --epochs 20-29 \
+        --ckpt-dir checkpoints --ckpt-dir checkpoints/seed2 --out checkpoints/soup.pt
+
+With several --ckpt-dir (runs of train.py with other --seed and --run), the same epochs of every
+run are averaged together (a uniform "model soup": the runs start from the same ImageNet
+weights, so their weights can be averaged; whether that helps is read off validation).
 
 Whether the average or the single best epoch is exported is decided on validation balanced
 accuracy only (never on the test split)."""
@@ -20,7 +26,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
     ap.add_argument("--epochs", required=True, help="inclusive range a-b or comma list")
-    ap.add_argument("--ckpt-dir", default=CKPT_DIR)
+    ap.add_argument("--ckpt-dir", action="append",
+                    help="checkpoint folder of a run (repeat to average several runs); default checkpoints/")
     ap.add_argument("--out", default=os.path.join(CKPT_DIR, "swa.pt"))
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -30,8 +37,9 @@ def main():
         eps = list(range(a, b + 1))
     else:
         eps = [int(e) for e in args.epochs.split(",")]
-    cks = [torch.load(os.path.join(args.ckpt_dir, f"epoch-{e:02d}.pt"), weights_only=False, map_location="cpu")
-           for e in eps]
+    dirs = args.ckpt_dir or [CKPT_DIR]
+    cks = [torch.load(os.path.join(d, f"epoch-{e:02d}.pt"), weights_only=False, map_location="cpu")
+           for d in dirs for e in eps]
     size = cks[0].get("size", cks[0]["args"]["size"])
     avg = {}
     for k, v in cks[0]["model"].items():
@@ -63,9 +71,10 @@ def main():
             net(to_input(xtr[i:i + 64]))
     net.eval()
     met = metrics(yva, predict(net, xva).argmax(1).numpy())
-    print(f"average of epochs {eps}: val balanced accuracy {met['balanced_accuracy']:.4f}, "
+    what = f"epochs {eps}" + (f" of {len(dirs)} runs" if len(dirs) > 1 else "")
+    print(f"average of {what}: val balanced accuracy {met['balanced_accuracy']:.4f}, "
           f"mel recall {met['mel_recall']:.4f}", {k: round(v, 3) for k, v in met["recall"].items()})
-    torch.save({"model": net.state_dict(), "epoch": f"average of {eps}", "size": size,
+    torch.save({"model": net.state_dict(), "epoch": f"average of {what}", "size": size,
                 "classes": CLASSES, "val": met, "args": cks[0]["args"]}, args.out)
 
 

@@ -173,13 +173,17 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--run", default="",
+                    help="name of a second run (another --seed): checkpoints/RUN/ and "
+                         "logs/history-<size>-RUN.jsonl instead of checkpoints/ and logs/history-<size>.jsonl")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    os.makedirs(CKPT_DIR, exist_ok=True)
+    ckpt_dir = os.path.join(CKPT_DIR, args.run) if args.run else CKPT_DIR
+    os.makedirs(ckpt_dir, exist_ok=True)
     os.makedirs(LOG_DIR, exist_ok=True)
-    hist_path = os.path.join(LOG_DIR, f"history-{args.size}.jsonl")
+    hist_path = os.path.join(LOG_DIR, f"history-{args.size}" + (f"-{args.run}" if args.run else "") + ".jsonl")
 
     t0 = time.time()
     xtr, ytr = load_cache(args.data_dir, "train", args.size)
@@ -223,7 +227,7 @@ def main():
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
 
     start_epoch, best, best_epoch, bad = 0, -1.0, -1, 0
-    last_path = os.path.join(CKPT_DIR, "last.pt")
+    last_path = os.path.join(ckpt_dir, "last.pt")
     if args.resume and os.path.exists(last_path):
         ck = torch.load(last_path, weights_only=False)
         model.load_state_dict(ck["model"])
@@ -278,11 +282,11 @@ def main():
         if improved:
             best, best_epoch, bad = met["balanced_accuracy"], epoch, 0
             torch.save({"model": model.state_dict(), "epoch": epoch, "size": args.size, "classes": CLASSES,
-                        "val": met, "args": vars(args)}, os.path.join(CKPT_DIR, "best.pt"))
+                        "val": met, "args": vars(args)}, os.path.join(ckpt_dir, "best.pt"))
         else:
             bad += 1
         torch.save({"model": model.state_dict(), "epoch": epoch, "size": args.size, "classes": CLASSES,
-                    "val": met, "args": vars(args)}, os.path.join(CKPT_DIR, f"epoch-{epoch:02d}.pt"))
+                    "val": met, "args": vars(args)}, os.path.join(ckpt_dir, f"epoch-{epoch:02d}.pt"))
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad, "args": vars(args)},
                    last_path + ".tmp")
