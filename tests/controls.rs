@@ -38,7 +38,9 @@ use dermcam::display::{DisplayError, FrameSink};
 use dermcam::frame::RgbFrame;
 use dermcam::heatmap::ColorMapKind;
 use dermcam::model::Model;
-use dermcam::pipeline::run::{run_pipeline_with, Counters, RecordSetup, RunOptions, Services};
+use dermcam::pipeline::run::{
+    run_pipeline_with, Counters, RecordSetup, RunOptions, Services, STILL_SCREEN_REFRESH,
+};
 use dermcam::pipeline::{Analysis, Analyzer};
 use dermcam::record::{
     Fault, RecordLimits, RecordStore, CAM_FILE, FRAME_FILE, OVERLAY_FILE, RECORD_FILE,
@@ -472,6 +474,7 @@ fn with_source(
                 },
             )
         });
+        let _stop_on_panic = common::StopOnDrop(stop);
         wait_for("the first analysed frames", || {
             counters.snapshot().analysed >= 3 && counters.snapshot().composed >= 5
         });
@@ -492,7 +495,17 @@ fn mocked_button_freezes_and_saves_through_the_real_pipeline() {
             assert_eq!(h.bus.screen_state(), ScreenState::Live);
             // Short press: frozen.
             h.press(Duration::from_millis(120));
-            wait_for("Frozen frames", || h.count(ScreenState::Frozen) >= 8);
+            wait_for("Frozen frames", || h.count(ScreenState::Frozen) >= 3);
+            // While frozen the unchanged screen is redrawn every STILL_SCREEN_REFRESH, not
+            // for every camera frame (15 a second here): at most one redraw per period.
+            let (t0, c0) = (Instant::now(), h.count(ScreenState::Frozen));
+            wait_for("Frozen redraws", || h.count(ScreenState::Frozen) >= c0 + 6);
+            let redraws = h.count(ScreenState::Frozen) - c0;
+            let periods = t0.elapsed().as_secs_f64() / STILL_SCREEN_REFRESH.as_secs_f64();
+            assert!(
+                redraws as f64 <= periods + 2.0,
+                "{redraws} frozen redraws in {periods:.1} refresh periods"
+            );
             let seen = h.seen();
             let frozen: Vec<&Seen> = seen
                 .iter()
@@ -1027,6 +1040,7 @@ fn a_stuck_compose_thread_stops_the_watchdog_pings() {
                 },
             )
         });
+        let _stop_on_panic = common::StopOnDrop(&stop);
         let mut before = 0;
         wait_for("pings while frames are composed", || {
             before += drain();

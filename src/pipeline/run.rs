@@ -15,10 +15,10 @@
 //!
 //! **Freeze** copies the next analysed frame and its analysis into a snapshot buffer (the
 //! inference thread does it, so the frame and the analysis are of the same camera frame),
-//! then the screen shows that snapshot in the `Frozen` state, without rates, on every
-//! composed frame. Capture keeps running (the camera keeps streaming, its health stays
-//! visible and the watchdog sees progress); the model rests, since nothing would show its
-//! results (less heat and battery on a handheld). **Save** sends the frozen snapshot (or,
+//! then the screen shows that snapshot in the `Frozen` state, without rates, redrawn when
+//! the state changes and every [`STILL_SCREEN_REFRESH`]. Capture keeps running (the camera
+//! keeps streaming, its health stays visible and the watchdog sees progress); the model
+//! rests, since nothing would show its results (less heat and battery on a handheld). **Save** sends the frozen snapshot (or,
 //! when live, the next analysed frame's) to the record thread, which copies it into its own
 //! buffers and composes the record's overlay at camera resolution.
 //!
@@ -969,8 +969,11 @@ impl<'a> Ui<'a> {
     }
 }
 
-/// How often the no-camera screen is redrawn while nothing arrives.
-const NO_CAMERA_REFRESH: Duration = Duration::from_millis(500);
+/// How often a screen that does not change is redrawn: the no-camera screen while nothing
+/// arrives, and the frozen snapshot while the camera keeps streaming (composing it again
+/// for every camera frame would cost a full compose per frame for the same pixels). The
+/// redraws keep the display fresh and the watchdog's count of composed frames moving.
+pub const STILL_SCREEN_REFRESH: Duration = Duration::from_millis(500);
 
 #[allow(clippy::too_many_arguments)]
 fn compose_loop(
@@ -1027,8 +1030,12 @@ fn compose_loop(
             last = Some(frame.sequence());
         }
         if ui.frozen {
-            // The snapshot, without rates (nothing is live), on every wake-up.
+            // The snapshot, without rates (nothing is live): at once when the state changes
+            // (frozen, saved, disk full), then every STILL_SCREEN_REFRESH.
             drop(next);
+            if !changed && last_shown_at.is_some_and(|t| now - t < STILL_SCREEN_REFRESH) {
+                continue;
+            }
             let fps = meter.tick(now);
             shared
                 .display_rate
@@ -1059,7 +1066,7 @@ fn compose_loop(
             bus.set_screen_state(state);
             sink.show(output, analysis.as_deref(), index)?;
         } else if state != ScreenState::Live
-            && (changed || last_shown_at.is_none_or(|t| now - t >= NO_CAMERA_REFRESH))
+            && (changed || last_shown_at.is_none_or(|t| now - t >= STILL_SCREEN_REFRESH))
         {
             // Nothing arrives (camera absent or reconnecting, or the model failing on a
             // stalled stream): keep the screen saying so.

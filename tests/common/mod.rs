@@ -57,3 +57,15 @@ pub fn temp_dir(name: &str) -> tempfile::TempDir {
         .tempdir()
         .expect("temp dir")
 }
+
+/// Sets a pipeline's stop flag when dropped. Hold one in the test's side of a
+/// `std::thread::scope` that runs the pipeline: when an assertion in the test fails, the
+/// unwinding drop stops the pipeline, so the scope can join it and the test fails with its
+/// message instead of hanging.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
