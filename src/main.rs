@@ -97,6 +97,10 @@ enum Command {
         /// JPEG decoder: auto (libjpeg-turbo if installed), libjpeg-turbo or zune-jpeg.
         #[arg(long, default_value = "auto")]
         jpeg_decoder: dermcam::convert::JpegDecoderChoice,
+        /// Compose the screen at this size, as `dermcam run` does for its display (e.g.
+        /// 320x240 for an SPI panel, 800x480 for a DSI screen); default: the camera's size.
+        #[arg(long, value_name = "WxH", value_parser = app::bench::parse_size)]
+        output: Option<(u32, u32)>,
     },
     /// List the V4L2 cameras with their formats, sizes and frame rates.
     Devices,
@@ -187,6 +191,7 @@ fn bench(
     model: Option<PathBuf>,
     json: bool,
     jpeg_decoder: dermcam::convert::JpegDecoderChoice,
+    output: Option<(u32, u32)>,
 ) -> Result<()> {
     let source_path = source.unwrap_or_else(|| {
         app::resolve_data_path(std::path::Path::new("recordings/lesion-mjpeg.dcrec"))
@@ -217,9 +222,12 @@ fn bench(
         &mut recording,
         &mut analyzer,
         &composer,
-        frames,
-        warmup,
-        jpeg_decoder,
+        app::bench::BenchOptions {
+            frames,
+            warmup,
+            jpeg: jpeg_decoder,
+            output,
+        },
     )?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -389,7 +397,8 @@ fn main() -> ExitCode {
             model,
             json,
             jpeg_decoder,
-        } => bench(source, frames, warmup, model, json, jpeg_decoder).map(|()| true),
+            output,
+        } => bench(source, frames, warmup, model, json, jpeg_decoder, output).map(|()| true),
         Command::Devices => {
             let devices = app::devices::list();
             print!("{}", app::devices::format_report(&devices));

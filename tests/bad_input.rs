@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::{repo, temp_dir};
+use dermcam::app::bench::{bench, parse_size, BenchOptions};
 use dermcam::app::infer::{InferError, InferOptions, Inferrer};
 use dermcam::capture::recording::{
     Recording, RecordingError, RecordingWriter, ReplayOptions, FRAME_HEADER_LEN, HEADER_LEN,
@@ -21,7 +22,7 @@ use dermcam::capture::recording::{
 use dermcam::capture::stills::{load_rgb, StillsError};
 use dermcam::capture::{FrameFormat, FrameSource, PixelFormat, Poll, RawFrame};
 use dermcam::compose::Composer;
-use dermcam::convert::{ConvertError, Converter, MjpegFault};
+use dermcam::convert::{ConvertError, Converter, JpegDecoderChoice, MjpegFault};
 use dermcam::display::{DisplayError, FrameSink};
 use dermcam::frame::RgbFrame;
 use dermcam::heatmap::ColorMapKind;
@@ -114,6 +115,47 @@ fn write_corrupt_mjpeg(dir: &Path) -> PathBuf {
     }
     assert_eq!(w.finish().expect("finish"), TOTAL as u32);
     path
+}
+
+#[test]
+fn bench_skips_and_counts_corrupt_frames_and_composes_at_the_screen_size() {
+    let dir = temp_dir("corrupt-bench");
+    let path = write_corrupt_mjpeg(dir.path());
+    let mut source = Recording::open(
+        &path,
+        ReplayOptions {
+            realtime: false,
+            looped: true,
+        },
+    )
+    .expect("recording");
+    let model = Model::load(&repo().join(TINY_F32)).expect("model");
+    let labels = model.manifest().labels.clone();
+    let mut analyzer =
+        Analyzer::new(model, 640, 480, 1.0, ColorMapKind::Jet, None).expect("analyzer");
+    let composer = Composer::new(labels, 0.45, 0.5);
+    // 9 good frames per pass of the 12: 18 measured frames are two passes, ending on the
+    // last frame of the second, so exactly 2 x 3 bad frames were skipped.
+    let report = bench(
+        &mut source,
+        &mut analyzer,
+        &composer,
+        BenchOptions {
+            frames: 18,
+            warmup: 0,
+            jpeg: JpegDecoderChoice::Auto,
+            output: Some((320, 240)),
+        },
+    )
+    .expect("a bench over corrupt frames completes");
+    assert_eq!(report.frames, 18);
+    assert_eq!(report.corrupt_frames, 6, "{report:?}");
+    assert_eq!(report.output, [320, 240]);
+    assert_eq!(parse_size("800X480"), Ok((800, 480)));
+    for bad in ["800", "800x", "x480", "0x480", "800x-1", "9000x480"] {
+        let e = parse_size(bad).expect_err(bad);
+        assert!(e.contains(bad), "the error names what was given: {e}");
+    }
 }
 
 #[test]

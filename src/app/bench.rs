@@ -65,6 +65,38 @@ pub struct BenchReport {
     pub cpu: String,
     /// Warm-up frames not measured.
     pub warmup: u64,
+    /// Size of the composed screen, `[width, height]`.
+    pub output: [u32; 2],
+    /// Frames that failed to convert (corrupt JPEG, short YUYV), skipped and not measured.
+    pub corrupt_frames: u64,
+}
+
+/// What [`bench`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    /// Frames measured.
+    pub frames: u64,
+    /// Frames run first and not measured.
+    pub warmup: u64,
+    /// The JPEG decoder for MJPEG sources.
+    pub jpeg: JpegDecoderChoice,
+    /// Size the screen is composed at (`dermcam run` composes at its display's size); `None`:
+    /// the source's size.
+    pub output: Option<(u32, u32)>,
+}
+
+/// Parses a `WxH` size such as `320x240` (both at least 16 and at most 8192 pixels).
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("expected WIDTHxHEIGHT such as 320x240, got {s:?}");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let w: u32 = w.trim().parse().map_err(|_| bad())?;
+    let h: u32 = h.trim().parse().map_err(|_| bad())?;
+    if !(16..=8192).contains(&w) || !(16..=8192).contains(&h) {
+        return Err(format!(
+            "{s:?}: width and height must be between 16 and 8192 pixels"
+        ));
+    }
+    Ok((w, h))
 }
 
 /// Records stage durations into buffers allocated up front.
@@ -147,14 +179,19 @@ pub fn bench(
     source: &mut dyn FrameSource,
     analyzer: &mut Analyzer,
     composer: &Composer,
-    frames: u64,
-    warmup: u64,
-    jpeg: JpegDecoderChoice,
+    options: BenchOptions,
 ) -> Result<BenchReport, BenchError> {
+    let BenchOptions {
+        frames,
+        warmup,
+        jpeg,
+        output,
+    } = options;
     let format = source.format();
     let mut converter = Converter::with_jpeg(format, jpeg)?;
     let mut rgb = RgbFrame::new(format.width, format.height);
-    let mut out = RgbFrame::new(format.width, format.height);
+    let (ow, oh) = output.unwrap_or((format.width, format.height));
+    let mut out = RgbFrame::new(ow, oh);
     let mut analysis = analyzer.new_analysis();
     let mut probe = TimingProbe::new(frames as usize);
     let mut corrupt = 0u64;
@@ -169,6 +206,11 @@ pub fn bench(
         let mut converted = false;
         let mut convert_failed = false;
         let mut consume = |raw: crate::capture::RawFrame<'_>| {
+            if raw.error_flag {
+                // The driver flagged it: skipped and counted, as `dermcam run` does.
+                convert_failed = true;
+                return;
+            }
             probe.begin(Stage::Convert);
             let r = converter.convert(&raw, &mut rgb);
             probe.end(Stage::Convert);
@@ -202,7 +244,6 @@ pub fn bench(
     let elapsed = t0.elapsed();
     let counts = alloc_count::snapshot().since(&c0);
     let measured = done.saturating_sub(warmup).max(1);
-    let _ = corrupt;
     let mut stages = BTreeMap::new();
     for (i, s) in Stage::ALL.iter().enumerate() {
         stages.insert(s.name().to_string(), stats(&mut probe.samples[i]));
@@ -236,6 +277,8 @@ pub fn bench(
         },
         cpu: super::cpu_model(),
         warmup,
+        output: [ow, oh],
+        corrupt_frames: corrupt,
     })
 }
 
@@ -246,7 +289,17 @@ pub fn format_table(r: &BenchReport) -> String {
     let _ = writeln!(s, "model   {} ({})", r.model, r.precision);
     let _ = writeln!(s, "source  {}", r.source);
     let _ = writeln!(s, "cpu     {}", r.cpu);
-    let _ = writeln!(s, "frames  {} (after {} warm-up)", r.frames, r.warmup);
+    let _ = writeln!(
+        s,
+        "frames  {} (after {} warm-up){}",
+        r.frames,
+        r.warmup,
+        match r.corrupt_frames {
+            0 => String::new(),
+            n => format!(", {n} corrupt skipped"),
+        }
+    );
+    let _ = writeln!(s, "screen  {}x{}", r.output[0], r.output[1]);
     let _ = writeln!(s, "\n| stage      | median µs | p99 µs   | mean µs  |");
     let _ = writeln!(s, "|------------|----------:|---------:|---------:|");
     for st in crate::pipeline::Stage::ALL {
