@@ -679,34 +679,20 @@ fn injected_disk_full_shows_the_error_and_leaves_no_partial_record() {
 #[test]
 fn full_tmpfs_shows_disk_full_and_leaves_no_partial_record() {
     let tmp = common::temp_dir("controls-tmpfs");
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipping: cannot mount a tmpfs here (the injected-fault test covers ENOSPC)");
+    let Some(tmpfs) = common::Tmpfs::mount(tmp.path(), "64k") else {
         return;
-    }
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        with_pipeline(
-            &mnt,
-            |_| {},
-            |h| {
-                h.press(Duration::from_millis(1600));
-                wait_for("DiskFull", || h.count(ScreenState::DiskFull) >= 1);
-                assert_eq!(h.count(ScreenState::Saved), 0);
-                assert!(visible(&mnt).is_empty(), "{:?}", visible(&mnt));
-            },
-        )
-    }));
-    let _ = Command::new("umount").arg(&mnt).status();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
+    };
+    let mnt = &tmpfs.path;
+    with_pipeline(
+        mnt,
+        |_| {},
+        |h| {
+            h.press(Duration::from_millis(1600));
+            wait_for("DiskFull", || h.count(ScreenState::DiskFull) >= 1);
+            assert_eq!(h.count(ScreenState::Saved), 0);
+            assert!(visible(mnt).is_empty(), "{:?}", visible(mnt));
+        },
+    );
 }
 
 // ---------------------------------------------------------------------------------------

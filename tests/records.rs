@@ -292,37 +292,23 @@ fn injected_enospc_gives_disk_full_and_no_partial_record() {
 #[test]
 fn full_tmpfs_gives_disk_full_and_no_partial_record() {
     let tmp = common::temp_dir("records-tmpfs");
-    let mnt = tmp.path().join("mnt");
-    std::fs::create_dir(&mnt).expect("mkdir");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mnt)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipping: cannot mount a tmpfs here (the injected-fault test covers ENOSPC)");
+    let Some(tmpfs) = common::Tmpfs::mount(tmp.path(), "64k") else {
         return;
-    }
-    let result = std::panic::catch_unwind(|| {
-        let m = manifest();
-        let mut store = RecordStore::open(&mnt, RecordLimits::default()).expect("open");
-        let small = save(&mut store, &m, 16, 16, 1_000).expect("a small record fits");
-        // Noise does not compress: 200x200 RGB is ~120 KB per PNG.
-        match save(&mut store, &m, 200, 200, 2_000) {
-            Err(RecordError::DiskFull { dir, needed_bytes }) => {
-                assert_eq!(dir, mnt);
-                assert!(needed_bytes.is_some_and(|n| n > 64 * 1024));
-            }
-            other => panic!("expected DiskFull, got {other:?}"),
+    };
+    let mnt = &tmpfs.path;
+    let m = manifest();
+    let mut store = RecordStore::open(mnt, RecordLimits::default()).expect("open");
+    let small = save(&mut store, &m, 16, 16, 1_000).expect("a small record fits");
+    // Noise does not compress: 200x200 RGB is ~120 KB per PNG.
+    match save(&mut store, &m, 200, 200, 2_000) {
+        Err(RecordError::DiskFull { dir, needed_bytes }) => {
+            assert_eq!(&dir, mnt);
+            assert!(needed_bytes.is_some_and(|n| n > 64 * 1024));
         }
-        assert_eq!(visible(&mnt), std::slice::from_ref(&small.name));
-        check_record(&small.path);
-    });
-    let _ = Command::new("umount").arg(&mnt).status();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
+        other => panic!("expected DiskFull, got {other:?}"),
     }
+    assert_eq!(visible(mnt), std::slice::from_ref(&small.name));
+    check_record(&small.path);
 }
 
 /// Child mode of the kill -9 test: saves records in a loop until killed.

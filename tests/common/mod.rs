@@ -69,3 +69,40 @@ impl Drop for StopOnDrop<'_> {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A small tmpfs mounted at a folder for as long as the guard lives (a real full disk for
+/// the records tests); unmounted when dropped, also when a test's assertion fails.
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount -o size=`, e.g. "64k") at `parent/mnt`. `None`, after
+    /// saying why the test is skipped, where mounting is not allowed (not root, no mount).
+    pub fn mount(parent: &Path, size: &str) -> Option<Tmpfs> {
+        let path = parent.join("mnt");
+        std::fs::create_dir(&path).expect("mkdir mnt");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!(
+                "skipping: cannot mount a tmpfs here (the injected-fault test covers ENOSPC)"
+            );
+            return None;
+        }
+        Some(Tmpfs { path })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
