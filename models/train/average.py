@@ -71,7 +71,8 @@ def main():
             net(to_input(xtr[i:i + 64]))
     net.eval()
     met = metrics(yva, predict(net, xva).argmax(1).numpy())
-    what = f"epochs {eps}" + (f" of {len(dirs)} runs" if len(dirs) > 1 else "")
+    seeds = sorted({c["args"].get("seed", 1) for c in cks})
+    what = f"{eps}" + (f" of {len(dirs)} runs, seeds {seeds}" if len(dirs) > 1 else "")
     print(f"average of {what}: val balanced accuracy {met['balanced_accuracy']:.4f}, "
           f"mel recall {met['mel_recall']:.4f}", {k: round(v, 3) for k, v in met["recall"].items()})
     torch.save({"model": net.state_dict(), "epoch": f"average of {what}", "size": size,

@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 
 import onnx
 
@@ -21,11 +22,15 @@ def q(s):
 
 
 def weights_desc(train_info):
-    """'average of epochs a-b (BatchNorm re-estimated)' or 'epoch N', from export.json."""
+    """'average of epochs a-b (BatchNorm re-estimated)', '… of N runs, seeds [..] …' or 'epoch N',
+    from export.json's checkpoint_epoch (average.py writes 'average of [a, …, b]' and, for
+    several runs, ' of N runs, seeds [..]')."""
     ep = train_info.get("checkpoint_epoch")
-    if isinstance(ep, str) and ep.startswith("average of ["):
-        eps = [int(e) for e in ep[len("average of ["):-1].split(",")]
-        return f"average of epochs {min(eps)}-{max(eps)} (BatchNorm re-estimated)"
+    m = re.fullmatch(r"average of \[([\d, ]+)\](?: of (\d+) runs, seeds \[([\d, ]+)\])?", str(ep))
+    if m:
+        eps = [int(e) for e in m.group(1).split(",")]
+        runs = f" of {m.group(2)} runs (seeds {m.group(3)}, the same recipe)" if m.group(2) else ""
+        return f"average of epochs {min(eps)}-{max(eps)}{runs} (BatchNorm re-estimated)"
     return f"epoch {ep}" if ep is not None else "unknown (no model-f32.export.json)"
 
 
