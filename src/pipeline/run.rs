@@ -1051,8 +1051,16 @@ fn compose_loop(
             bus.set_screen_state(state);
             sink.show(output, Some(&snap.analysis), index)?;
         } else if let Some(frame) = next {
-            let analysis = analyses.newest();
-            shown = analysis.as_ref().map(|a| a.sequence());
+            // A frame captured just before the camera went away (or while the model keeps
+            // failing) is shown under that state's banner without a result: the newest
+            // analysis would be of an earlier frame, and the state says there is none.
+            let analysis = match state {
+                ScreenState::NoCamera | ScreenState::ModelError => None,
+                _ => analyses.newest(),
+            };
+            if let Some(a) = &analysis {
+                shown = Some(a.sequence());
+            }
             let fps = meter.tick(now);
             shared
                 .display_rate
