@@ -5,7 +5,7 @@
 #      standard library, the cross gcc and libc, qemu-user-static; file and jq for the checks)
 #   2. cross-build the crate, its binary and its tests in release
 #   3. run the lib unit tests and the gradcam_fidelity, kernels, bad_input, config, screen,
-#      display, spi_panel and camera tests under qemu-aarch64-static (runner in
+#      display, spi_panel, camera and smoothing tests under qemu-aarch64-static (runner in
 #      .cargo/config.toml), with Debian's arm64 libc and libturbojpeg0:arm64 (see step 4 below)
 #   4. run the cross-built `dermcam infer --json` (tiny test model) on a bundled still under qemu
 #      and compare it with the host binary: same top class, cam grid within 1e-4
@@ -184,9 +184,9 @@ fi
 # aarch64 in the HIL VM (tests/hil/dermcam.sh aarch64, tests/hil/screen.sh aarch64).
 QEMU_TIMEOUT=${CROSS_QEMU_TIMEOUT:-900}
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="timeout -s KILL $QEMU_TIMEOUT qemu-aarch64-static -L $QEMU_ROOT"
-timed "tests under qemu: lib, gradcam_fidelity, kernels, bad_input, config, screen, display, spi_panel, camera" \
+timed "tests under qemu: lib, gradcam_fidelity, kernels, bad_input, config, screen, display, spi_panel, camera, smoothing" \
     cross_cargo test --lib --test gradcam_fidelity --test kernels --test bad_input --test config \
-    --test screen --test display --test spi_panel --test camera -- "${SKIP[@]}"
+    --test screen --test display --test spi_panel --test camera --test smoothing -- "${SKIP[@]}"
 if [ "${CROSS_ZERO_ALLOC:-0}" = 1 ]; then
     timed "tests under qemu: zero_alloc" cross_cargo test --test zero_alloc -- "${SKIP[@]}"
 fi

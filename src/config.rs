@@ -19,6 +19,7 @@
 //! [model]
 //! manifest = "models/efficientnet-lite0-ham10000/model-f32.toml"
 //! # target_class = "mel"    # explain this class instead of the top one
+//! smoothing_seconds = 0.2   # average the probabilities over frames (time constant; 0 = off)
 //!
 //! [preprocess]
 //! crop_fraction = 1.0       # centre square side / the frame's short side (0.1..=1)
@@ -227,6 +228,22 @@ pub struct ModelSection {
     /// Label id to explain instead of the top class.
     #[serde(default)]
     pub target_class: Option<String>,
+    /// Time constant, in seconds, of the moving average of the probabilities over frames
+    /// (`pipeline::smooth`); 0 shows every frame's own result.
+    #[serde(default = "default_smoothing_seconds")]
+    pub smoothing_seconds: f64,
+}
+
+fn default_smoothing_seconds() -> f64 {
+    0.2
+}
+
+impl ModelSection {
+    /// The smoothing time constant (`None`: off). Valid after [`Config::validate`].
+    pub fn smoothing(&self) -> Option<std::time::Duration> {
+        (self.smoothing_seconds > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.smoothing_seconds))
+    }
 }
 
 /// `[preprocess]`.
@@ -570,6 +587,7 @@ fn default_model() -> ModelSection {
     ModelSection {
         manifest: default_manifest(),
         target_class: None,
+        smoothing_seconds: default_smoothing_seconds(),
     }
 }
 fn default_preprocess() -> PreprocessSection {
@@ -831,6 +849,13 @@ impl Config {
             self.source
                 .v4l2_config()
                 .map_err(|(key, problem)| bad(key, problem))?;
+        }
+        let t = self.model.smoothing_seconds;
+        if !(0.0..=10.0).contains(&t) {
+            return Err(bad(
+                "model.smoothing_seconds",
+                format!("is {t}; must be within 0..=10 (seconds; 0 turns smoothing off)"),
+            ));
         }
         let f = self.preprocess.crop_fraction;
         if !(0.1..=1.0).contains(&f) {

@@ -136,6 +136,16 @@ fn bad_values_name_the_dotted_key() {
             "2",
         ),
         ("[display]\nevery = 0\n", "display.every", "0"),
+        (
+            "[model]\nsmoothing_seconds = -0.5\n",
+            "model.smoothing_seconds",
+            "-0.5",
+        ),
+        (
+            "[model]\nsmoothing_seconds = 60.0\n",
+            "model.smoothing_seconds",
+            "60",
+        ),
     ];
     for (text, key, value) in cases {
         let (e, msg, cfg) = load_err(text);

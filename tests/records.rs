@@ -46,6 +46,8 @@ fn analysis() -> Analysis {
     };
     let mut a = Analysis::new(7, 5, 5, crop);
     a.probabilities = vec![0.05, 0.1, 0.02, 0.03, 0.6, 0.15, 0.05];
+    // This frame alone (the shown probabilities are averaged over frames).
+    a.frame_probabilities = vec![0.1, 0.1, 0.02, 0.03, 0.4, 0.3, 0.05];
     a.class = 5;
     for (i, v) in a.cam.iter_mut().enumerate() {
         *v = i as f32 / 24.0;
@@ -165,8 +167,19 @@ fn save_writes_a_complete_private_record() {
     assert_eq!(rec["model"]["sha256"], m.sha256.as_str());
     let probs = rec["probabilities"].as_object().expect("probabilities");
     assert_eq!(probs.len(), 7);
-    for (l, p) in m.labels.iter().zip(&analysis().probabilities) {
+    let own = rec["frame_probabilities"]
+        .as_object()
+        .expect("frame_probabilities");
+    assert_eq!(own.len(), 7);
+    let a = analysis();
+    for ((l, p), q) in m
+        .labels
+        .iter()
+        .zip(&a.probabilities)
+        .zip(&a.frame_probabilities)
+    {
         assert!((probs[&l.id].as_f64().expect("p") - *p as f64).abs() < 1e-6);
+        assert!((own[&l.id].as_f64().expect("p") - *q as f64).abs() < 1e-6);
     }
     assert_eq!(rec["top_class"]["id"], m.labels[4].id.as_str());
     assert_eq!(rec["top_class"]["name"], m.labels[4].name.as_str());

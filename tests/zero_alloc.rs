@@ -74,8 +74,10 @@ fn analyzer_for(source: &Recording) -> (Analyzer, Composer) {
     let model = Model::load(&repo().join("models/test/tiny-f32.toml")).expect("model");
     let labels = model.manifest().labels.clone();
     let f = source.header().format;
-    let analyzer =
+    let mut analyzer =
         Analyzer::new(model, f.width, f.height, 1.0, ColorMapKind::Jet, None).expect("analyzer");
+    // As `dermcam run` configures it by default: the probabilities averaged over frames.
+    analyzer.set_smoothing(Some(std::time::Duration::from_millis(200)));
     (analyzer, Composer::new(labels, 0.45, 0.5))
 }
 

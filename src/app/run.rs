@@ -172,14 +172,16 @@ pub fn open_sink(config: &Config) -> Result<Box<dyn FrameSink>, DisplayError> {
 /// Builds the analyzer for a source's frame size.
 pub fn build_analyzer(config: &Config, width: u32, height: u32) -> Result<Analyzer, AppRunError> {
     let model = Model::load(&super::resolve_data_path(&config.model.manifest))?;
-    Ok(Analyzer::new(
+    let mut analyzer = Analyzer::new(
         model,
         width,
         height,
         config.preprocess.crop_fraction,
         config.colormap().unwrap_or(ColorMapKind::Jet),
         config.model.target_class.as_deref(),
-    )?)
+    )?;
+    analyzer.set_smoothing(config.model.smoothing());
+    Ok(analyzer)
 }
 
 /// Runs the loop as configured. `max_frames` overrides nothing in the config: it stops the

@@ -8,7 +8,7 @@ use crate::heatmap::{scale_min_max, ColorLut, ColorMapKind, HeatmapError, Upsamp
 use crate::model::{argmax, Model, ModelError};
 use crate::preprocess::{centre_square_crop, CropRect, PreprocessError, Preprocessor};
 
-use super::{Stage, StageProbe};
+use super::{ProbabilitySmoother, Stage, StageProbe};
 
 /// Errors analysing a frame.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +44,15 @@ pub struct Analysis {
     pub frame_sequence: u64,
     /// Timestamp of the analysed frame.
     pub frame_timestamp: Duration,
-    /// Class Grad-CAM explains (argmax or the configured one).
+    /// Class Grad-CAM explains and the screen shows: the configured one, else the argmax of
+    /// `probabilities`.
     pub class: usize,
-    /// Softmax probabilities, label order.
+    /// The probabilities shown, label order: the frame's own, or, with smoothing
+    /// ([`Analyzer::set_smoothing`]), their average over the last frames.
     pub probabilities: Vec<f32>,
+    /// This frame's own softmax probabilities, label order (what `dermcam infer` gives for
+    /// the same pixels).
+    pub frame_probabilities: Vec<f32>,
     /// Logits, label order.
     pub logits: Vec<f32>,
     /// Normalised Grad-CAM map on the target layer grid, row-major.
@@ -72,6 +77,7 @@ impl Analysis {
             frame_timestamp: Duration::ZERO,
             class: 0,
             probabilities: vec![0.0; classes],
+            frame_probabilities: vec![0.0; classes],
             logits: vec![0.0; classes],
             cam: vec![0.0; cam_width * cam_height],
             cam_width,
@@ -92,6 +98,7 @@ impl Analysis {
             frame_timestamp,
             class,
             probabilities,
+            frame_probabilities,
             logits,
             cam,
             cam_width,
@@ -101,6 +108,7 @@ impl Analysis {
             crop,
         } = other;
         if self.probabilities.len() != probabilities.len()
+            || self.frame_probabilities.len() != frame_probabilities.len()
             || self.logits.len() != logits.len()
             || self.cam.len() != cam.len()
             || self.heat_rgb.len() != heat_rgb.len()
@@ -111,6 +119,8 @@ impl Analysis {
         self.frame_timestamp = *frame_timestamp;
         self.class = *class;
         self.probabilities.copy_from_slice(probabilities);
+        self.frame_probabilities
+            .copy_from_slice(frame_probabilities);
         self.logits.copy_from_slice(logits);
         self.cam.copy_from_slice(cam);
         self.cam_width = *cam_width;
@@ -134,6 +144,7 @@ pub struct Analyzer {
     crop: CropRect,
     target: Option<usize>,
     frame_size: (u32, u32),
+    smoother: Option<ProbabilitySmoother>,
 }
 
 impl Analyzer {
@@ -188,7 +199,25 @@ impl Analyzer {
             crop,
             target,
             frame_size: (frame_width, frame_height),
+            smoother: None,
         })
+    }
+
+    /// Averages the probabilities over frames with time constant `tau`
+    /// ([`ProbabilitySmoother`]): the shown class is the argmax of the average and Grad-CAM
+    /// explains that class on the current frame. `None` or zero: every frame stands alone
+    /// (the default; `dermcam infer` never smooths). Call at start-up: it allocates.
+    pub fn set_smoothing(&mut self, tau: Option<Duration>) {
+        self.smoother = tau
+            .filter(|t| !t.is_zero())
+            .map(|t| ProbabilitySmoother::new(self.model.manifest().labels.len(), t));
+    }
+
+    /// Forgets the smoothing history (the next frame is taken as it is).
+    pub fn reset_smoothing(&mut self) {
+        if let Some(s) = &mut self.smoother {
+            s.reset();
+        }
     }
 
     /// Re-sizes the buffers for frames of another size (for still images of varying size;
@@ -266,7 +295,12 @@ impl Analyzer {
         r?;
 
         probe.begin(Stage::GradCam);
-        let class = self.target.unwrap_or_else(|| argmax(self.model.logits()));
+        let shown = match &mut self.smoother {
+            Some(s) => s.update(self.model.probabilities(), frame.timestamp),
+            None => self.model.probabilities(),
+        };
+        out.probabilities.copy_from_slice(shown);
+        let class = self.target.unwrap_or_else(|| argmax(&out.probabilities));
         let r = self.cam.compute(self.model.activations(), class);
         probe.end(Stage::GradCam);
         let stats = r?;
@@ -280,7 +314,7 @@ impl Analyzer {
         out.frame_timestamp = frame.timestamp;
         out.class = class;
         out.cam_raw_max = stats.raw_max;
-        out.probabilities
+        out.frame_probabilities
             .copy_from_slice(self.model.probabilities());
         out.logits.copy_from_slice(self.model.logits());
         out.cam.copy_from_slice(self.cam.cam());

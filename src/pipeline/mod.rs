@@ -11,6 +11,8 @@ pub mod analyze;
 pub mod pool;
 pub mod probe;
 pub mod run;
+pub mod smooth;
 
 pub use analyze::{Analysis, AnalyzeError, Analyzer};
 pub use probe::{NoProbe, Stage, StageProbe};
+pub use smooth::ProbabilitySmoother;

@@ -395,10 +395,15 @@ fn record_manifest(
 ) -> serde_json::Value {
     let m = input.manifest;
     let a = input.analysis;
-    let mut probabilities = serde_json::Map::new();
-    for (l, p) in m.labels.iter().zip(&a.probabilities) {
-        probabilities.insert(l.id.clone(), serde_json::json!(p));
-    }
+    let by_label = |values: &[f32]| {
+        let mut map = serde_json::Map::new();
+        for (l, p) in m.labels.iter().zip(values) {
+            map.insert(l.id.clone(), serde_json::json!(p));
+        }
+        map
+    };
+    let probabilities = by_label(&a.probabilities);
+    let frame_probabilities = by_label(&a.frame_probabilities);
     let top = a
         .probabilities
         .iter()
@@ -425,6 +430,7 @@ fn record_manifest(
         },
         "labels": m.labels.iter().map(|l| serde_json::json!({"id": l.id, "name": l.name})).collect::<Vec<_>>(),
         "probabilities": probabilities,
+        "frame_probabilities": frame_probabilities,
         "top_class": {
             "id": m.labels[top].id,
             "name": m.labels[top].name,
