@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::repo;
+use dermcam::app::infer::{InferOptions, Inferrer};
 use dermcam::capture::fault::{FaultConfig, FaultInjector};
 use dermcam::capture::recording::{Recording, ReplayOptions};
 use dermcam::capture::v4l2::{Backoff, Steady, SuperviseOptions, Supervised};
@@ -417,6 +418,8 @@ fn with_source(
     let f = source.format();
     let mut analyzer =
         Analyzer::new(model, f.width, f.height, 1.0, ColorMapKind::Jet, None).expect("analyzer");
+    // As `dermcam run` does by default: the screen shows probabilities averaged over frames.
+    analyzer.set_smoothing(Some(Duration::from_millis(200)));
     let composer = Composer::new(manifest.labels.clone(), 0.45, 0.5);
     let bus = Arc::new(ControlBus::new());
     let log = Arc::new(Mutex::new(Log::default()));
@@ -547,6 +550,34 @@ fn mocked_button_freezes_and_saves_through_the_real_pipeline() {
             for (l, p) in h.labels.iter().zip(&frozen_probs) {
                 let saved = rec["probabilities"][&l.id].as_f64().expect("probability");
                 assert!((saved - *p as f64).abs() < 1e-6, "{}: {saved} vs {p}", l.id);
+            }
+            // The frame's own probabilities, as `dermcam infer` computes them from the saved
+            // frame: the record can be checked without the frames before it.
+            let model = Model::load(&repo().join("models/test/tiny-f32.toml")).expect("model");
+            let mut inferrer = Inferrer::new(
+                model,
+                InferOptions {
+                    out_dir: None,
+                    class: None,
+                    crop_fraction: 1.0,
+                    colormap: ColorMapKind::Jet,
+                    opacity: 0.45,
+                    low_confidence: 0.5,
+                    jpeg_decoder: dermcam::convert::JpegDecoderChoice::Auto,
+                },
+            )
+            .expect("inferrer");
+            let again = inferrer
+                .infer(&dir.join(FRAME_FILE))
+                .expect("infer frame.png");
+            for (id, p) in &again.probabilities {
+                let own = rec["frame_probabilities"][id]
+                    .as_f64()
+                    .expect("frame probability");
+                assert!(
+                    (own - f64::from(*p)).abs() < 1e-6,
+                    "{id}: record {own}, infer {p}"
+                );
             }
             // The frozen screen is exactly the saved frame and analysis composed in the
             // Frozen state (an independent composition from the record's files).
