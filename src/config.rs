@@ -19,7 +19,8 @@
 //! [model]
 //! manifest = "models/efficientnet-lite0-ham10000/model-f32.toml"
 //! # target_class = "mel"    # explain this class instead of the top one
-//! smoothing_seconds = 0.2   # average the probabilities over frames (time constant; 0 = off)
+//! smoothing_seconds = 0.2   # average the probabilities over frames (time constant; 0 = off;
+//!                           # a stills source is never averaged)
 //!
 //! [preprocess]
 //! crop_fraction = 1.0       # centre square side / the frame's short side (0.1..=1)

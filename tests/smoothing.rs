@@ -8,6 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::repo;
+use dermcam::app::run::build_analyzer;
+use dermcam::config::Config;
 use dermcam::frame::RgbFrame;
 use dermcam::heatmap::ColorMapKind;
 use dermcam::model::{argmax, Model};
@@ -116,5 +118,35 @@ fn shown_probabilities_are_the_moving_average_and_the_heatmap_explains_the_shown
     assert!(
         differed > 0,
         "the average held a class the single frame did not (else this test shows nothing)"
+    );
+}
+
+#[test]
+fn run_smooths_camera_and_recording_sources_as_configured_but_never_stills() {
+    let tiny = repo().join(TINY);
+    let analyzer_for = |source: &str, model: &str| {
+        let text = format!(
+            "[source]\n{source}\n[model]\nmanifest = {:?}\n{model}\n",
+            tiny.display()
+        );
+        let config = Config::parse(&text, "test.toml").expect("config");
+        config.validate("test.toml").expect("valid");
+        build_analyzer(&config, W, H).expect("analyzer").smoothing()
+    };
+    let recording = "kind = \"recording\"\npath = \"recordings/lesion-mjpeg.dcrec\"";
+    let stills = "kind = \"stills\"\npath = \"recordings/stills\"";
+    let camera = "kind = \"v4l2\"";
+    let tau = Some(Duration::from_millis(200));
+    assert_eq!(analyzer_for(recording, ""), tau, "the default");
+    assert_eq!(analyzer_for(camera, ""), tau);
+    assert_eq!(
+        analyzer_for(camera, "smoothing_seconds = 0.5"),
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(analyzer_for(camera, "smoothing_seconds = 0"), None);
+    assert_eq!(
+        analyzer_for(stills, ""),
+        None,
+        "separate images are never averaged"
     );
 }

@@ -180,7 +180,10 @@ pub fn build_analyzer(config: &Config, width: u32, height: u32) -> Result<Analyz
         config.colormap().unwrap_or(ColorMapKind::Jet),
         config.model.target_class.as_deref(),
     )?;
-    analyzer.set_smoothing(config.model.smoothing());
+    // A folder of stills is separate images, not a video of one lesion: never averaged.
+    if config.source.kind != SourceKind::Stills {
+        analyzer.set_smoothing(config.model.smoothing());
+    }
     Ok(analyzer)
 }
 

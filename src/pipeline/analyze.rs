@@ -213,11 +213,9 @@ impl Analyzer {
             .map(|t| ProbabilitySmoother::new(self.model.manifest().labels.len(), t));
     }
 
-    /// Forgets the smoothing history (the next frame is taken as it is).
-    pub fn reset_smoothing(&mut self) {
-        if let Some(s) = &mut self.smoother {
-            s.reset();
-        }
+    /// The smoothing time constant, if the probabilities are averaged over frames.
+    pub fn smoothing(&self) -> Option<Duration> {
+        self.smoother.as_ref().map(|s| s.time_constant())
     }
 
     /// Re-sizes the buffers for frames of another size (for still images of varying size;
