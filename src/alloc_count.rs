@@ -30,10 +30,13 @@ const BUCKETS: usize = 4;
 static COUNTS: [AtomicU64; BUCKETS] = [const { AtomicU64::new(0) }; BUCKETS];
 static BYTES: [AtomicU64; BUCKETS] = [const { AtomicU64::new(0) }; BUCKETS];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// Allocations (and bytes) charged to [`Bucket::Dermcam`] by threads inside [`frame_path`].
+static FRAME_PATH: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 
 thread_local! {
     static CURRENT: Cell<u8> = const { Cell::new(0) };
     static THREAD_DERMCAM: Cell<u64> = const { Cell::new(0) };
+    static ON_FRAME_PATH: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The counting allocator: forwards to the system allocator and counts allocations
@@ -48,6 +51,10 @@ fn record(size: usize) {
     let bucket = CURRENT.try_with(Cell::get).unwrap_or(0) as usize;
     if bucket == Bucket::Dermcam as usize {
         let _ = THREAD_DERMCAM.try_with(|c| c.set(c.get() + 1));
+        if ON_FRAME_PATH.try_with(Cell::get).unwrap_or(false) {
+            FRAME_PATH[0].fetch_add(1, Ordering::Relaxed);
+            FRAME_PATH[1].fetch_add(size as u64, Ordering::Relaxed);
+        }
     }
     COUNTS[bucket].fetch_add(1, Ordering::Relaxed);
     BYTES[bucket].fetch_add(size as u64, Ordering::Relaxed);
@@ -85,6 +92,17 @@ pub fn scope<R>(bucket: Bucket, f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Runs `f` as part of the frame path (the pipeline's capture, inference and compose
+/// threads): its [`Bucket::Dermcam`] allocations are also counted in
+/// [`Counts::frame_path`], which other threads of the process (a test harness reporting
+/// another test, the status thread) cannot touch.
+pub fn frame_path<R>(f: impl FnOnce() -> R) -> R {
+    let previous = ON_FRAME_PATH.with(|c| c.replace(true));
+    let out = f();
+    ON_FRAME_PATH.with(|c| c.set(previous));
+    out
+}
+
 /// A snapshot of all counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -92,6 +110,10 @@ pub struct Counts {
     pub allocations: [u64; BUCKETS],
     /// Bytes requested per bucket.
     pub bytes: [u64; BUCKETS],
+    /// [`Bucket::Dermcam`] allocations made inside [`frame_path`].
+    pub frame_path: u64,
+    /// Bytes of those.
+    pub frame_path_bytes: u64,
 }
 
 impl Counts {
@@ -106,6 +128,8 @@ impl Counts {
             d.allocations[i] = self.allocations[i].wrapping_sub(earlier.allocations[i]);
             d.bytes[i] = self.bytes[i].wrapping_sub(earlier.bytes[i]);
         }
+        d.frame_path = self.frame_path.wrapping_sub(earlier.frame_path);
+        d.frame_path_bytes = self.frame_path_bytes.wrapping_sub(earlier.frame_path_bytes);
         d
     }
 }
@@ -117,6 +141,8 @@ pub fn snapshot() -> Counts {
         c.allocations[i] = COUNTS[i].load(Ordering::Relaxed);
         c.bytes[i] = BYTES[i].load(Ordering::Relaxed);
     }
+    c.frame_path = FRAME_PATH[0].load(Ordering::Relaxed);
+    c.frame_path_bytes = FRAME_PATH[1].load(Ordering::Relaxed);
     c
 }
 

@@ -445,29 +445,33 @@ pub fn run_pipeline_with(
         let capture = std::thread::Builder::new()
             .name("dermcam-capture".into())
             .spawn_scoped(s, || {
-                let r = capture_loop(
-                    source,
-                    &mut converter,
-                    &frames,
-                    options,
-                    counters,
-                    stop,
-                    shared,
-                );
+                let r = crate::alloc_count::frame_path(|| {
+                    capture_loop(
+                        source,
+                        &mut converter,
+                        &frames,
+                        options,
+                        counters,
+                        stop,
+                        shared,
+                    )
+                });
                 frames.close();
                 r
             });
         let inference = std::thread::Builder::new()
             .name("dermcam-inference".into())
             .spawn_scoped(s, || {
-                inference_loop(
-                    analyzer,
-                    &frames,
-                    &analyses,
-                    counters,
-                    &inference_rate,
-                    shared,
-                );
+                crate::alloc_count::frame_path(|| {
+                    inference_loop(
+                        analyzer,
+                        &frames,
+                        &analyses,
+                        counters,
+                        &inference_rate,
+                        shared,
+                    )
+                });
                 analyses.close();
             });
         let compose = std::thread::Builder::new()
@@ -475,17 +479,19 @@ pub fn run_pipeline_with(
             .spawn_scoped(s, || {
                 let mut ui = Ui::new(bus, shared, records_enabled, result_for, save_timeout);
                 ui.model_error_after = model_error_after;
-                let r = compose_loop(
-                    composer,
-                    &frames,
-                    &analyses,
-                    &mut output,
-                    &mut blank,
-                    sink,
-                    counters,
-                    &inference_rate,
-                    &mut ui,
-                );
+                let r = crate::alloc_count::frame_path(|| {
+                    compose_loop(
+                        composer,
+                        &frames,
+                        &analyses,
+                        &mut output,
+                        &mut blank,
+                        sink,
+                        counters,
+                        &inference_rate,
+                        &mut ui,
+                    )
+                });
                 // No more jobs: the record thread finishes the one in hand, then stops.
                 lock(&shared.writer).quit = true;
                 shared.writer_wake.notify_all();
