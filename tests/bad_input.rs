@@ -407,18 +407,6 @@ fn not_an_image(dir: &Path) -> PathBuf {
     p
 }
 
-fn infer_options() -> InferOptions {
-    InferOptions {
-        out_dir: None,
-        class: None,
-        crop_fraction: 1.0,
-        colormap: ColorMapKind::Jet,
-        opacity: 0.45,
-        low_confidence: 0.5,
-        jpeg_decoder: dermcam::convert::JpegDecoderChoice::Auto,
-    }
-}
-
 #[test]
 fn not_an_image_is_refused_by_name_and_the_next_image_still_works() {
     let dir = temp_dir("notimage");
@@ -440,7 +428,7 @@ fn not_an_image_is_refused_by_name_and_the_next_image_still_works() {
     );
 
     let model = Model::load(&repo().join(TINY_F32)).expect("model");
-    let mut inferrer = Inferrer::new(model, infer_options()).expect("inferrer");
+    let mut inferrer = Inferrer::new(model, InferOptions::default()).expect("inferrer");
     let e = inferrer.infer(&bad).unwrap_err();
     assert!(
         matches!(e, InferError::Image(StillsError::Decode { .. })),

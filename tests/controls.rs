@@ -554,19 +554,7 @@ fn mocked_button_freezes_and_saves_through_the_real_pipeline() {
             // The frame's own probabilities, as `dermcam infer` computes them from the saved
             // frame: the record can be checked without the frames before it.
             let model = Model::load(&repo().join("models/test/tiny-f32.toml")).expect("model");
-            let mut inferrer = Inferrer::new(
-                model,
-                InferOptions {
-                    out_dir: None,
-                    class: None,
-                    crop_fraction: 1.0,
-                    colormap: ColorMapKind::Jet,
-                    opacity: 0.45,
-                    low_confidence: 0.5,
-                    jpeg_decoder: dermcam::convert::JpegDecoderChoice::Auto,
-                },
-            )
-            .expect("inferrer");
+            let mut inferrer = Inferrer::new(model, InferOptions::default()).expect("inferrer");
             let again = inferrer
                 .infer(&dir.join(FRAME_FILE))
                 .expect("infer frame.png");

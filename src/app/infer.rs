@@ -33,6 +33,22 @@ pub struct InferOptions {
     pub jpeg_decoder: crate::convert::JpegDecoderChoice,
 }
 
+impl Default for InferOptions {
+    /// `dermcam infer`'s defaults: no overlays, the top class, the whole centre square, jet
+    /// at 0.45, low confidence below 0.5, libjpeg-turbo when installed.
+    fn default() -> Self {
+        InferOptions {
+            out_dir: None,
+            class: None,
+            crop_fraction: 1.0,
+            colormap: ColorMapKind::Jet,
+            opacity: 0.45,
+            low_confidence: 0.5,
+            jpeg_decoder: crate::convert::JpegDecoderChoice::Auto,
+        }
+    }
+}
+
 /// Errors for one image.
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
