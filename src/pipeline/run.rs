@@ -18,9 +18,10 @@
 //! then the screen shows that snapshot in the `Frozen` state, without rates, redrawn when
 //! the state changes and every [`STILL_SCREEN_REFRESH`]. Capture keeps running (the camera
 //! keeps streaming, its health stays visible and the watchdog sees progress); the model
-//! rests, since nothing would show its results (less heat and battery on a handheld). **Save** sends the frozen snapshot (or,
-//! when live, the next analysed frame's) to the record thread, which copies it into its own
-//! buffers and composes the record's overlay at camera resolution.
+//! rests, since nothing would show its results (less heat and battery on a handheld).
+//! **Save** sends the frozen snapshot (or, when live, the next analysed frame's) to the
+//! record thread, which copies it into its own buffers and composes the record's overlay at
+//! camera resolution.
 //!
 //! Buffers are allocated before the threads start; nothing in the loops allocates (the
 //! record thread does, off the frame path, charged to the output bucket).
