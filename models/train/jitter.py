@@ -19,10 +19,10 @@ import argparse
 import json
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
-from common import CLASS_INDEX, CLASSES, image_path, normalise, read_split
+from common import CLASS_INDEX, CLASSES, image_path, read_split
+from stability import logits, session
 
 
 def simulate(img, frames, size, rng):
@@ -59,17 +59,14 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the JSON here too")
     args = ap.parse_args()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+    sess = session(args.model)
     size = sess.get_inputs()[0].shape[2]
     rows = read_split(args.split)
     rng = np.random.default_rng(args.seed)
     probs, y = [], []
     for r in rows:
         with Image.open(image_path(args.data_dir, r["image_id"])) as img:
-            x = normalise(simulate(img.convert("RGB"), args.frames, size, rng))
-        lg = np.concatenate([sess.run(["logits"], {"input": x[i:i + 1]})[0] for i in range(len(x))])
+            lg = logits(sess, simulate(img.convert("RGB"), args.frames, size, rng))
         p = np.exp(lg - lg.max(1, keepdims=True))
         probs.append(p / p.sum(1, keepdims=True))
         y.append(CLASS_INDEX[r["dx"]])

@@ -17,8 +17,20 @@ from common import normalise
 from train import load_cache
 
 
+def session(model):
+    """An onnxruntime CPU session on 2 threads (the box's cores)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def logits(sess, u8):
+    """Logits (N x classes) of uint8 NHWC inputs, one image per run (the model's batch is 1)."""
+    return np.concatenate([sess.run(["logits"], {"input": normalise(u8[i:i + 1])})[0] for i in range(len(u8))])
+
+
 def top1(sess, u8):
-    return np.array([sess.run(["logits"], {"input": normalise(u8[i:i + 1])})[0][0].argmax() for i in range(len(u8))])
+    return logits(sess, u8).argmax(1)
 
 
 def main():
@@ -31,9 +43,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+    sess = session(args.model)
     x, _ = load_cache(args.data_dir, args.split, args.size)
     clean = top1(sess, x)
     rng = np.random.default_rng(args.seed)
