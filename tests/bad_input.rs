@@ -117,6 +117,14 @@ fn write_corrupt_mjpeg(dir: &Path) -> PathBuf {
     path
 }
 
+/// The tiny model's analyzer for the 640x480 MJPEG frames, and a composer for its labels.
+fn tiny_analyzer() -> (Analyzer, Composer) {
+    let model = Model::load(&repo().join(TINY_F32)).expect("model");
+    let labels = model.manifest().labels.clone();
+    let analyzer = Analyzer::new(model, 640, 480, 1.0, ColorMapKind::Jet, None).expect("analyzer");
+    (analyzer, Composer::new(labels, 0.45, 0.5))
+}
+
 #[test]
 fn bench_skips_and_counts_corrupt_frames_and_composes_at_the_screen_size() {
     let dir = temp_dir("corrupt-bench");
@@ -129,11 +137,7 @@ fn bench_skips_and_counts_corrupt_frames_and_composes_at_the_screen_size() {
         },
     )
     .expect("recording");
-    let model = Model::load(&repo().join(TINY_F32)).expect("model");
-    let labels = model.manifest().labels.clone();
-    let mut analyzer =
-        Analyzer::new(model, 640, 480, 1.0, ColorMapKind::Jet, None).expect("analyzer");
-    let composer = Composer::new(labels, 0.45, 0.5);
+    let (mut analyzer, composer) = tiny_analyzer();
     // 9 good frames per pass of the 12: 18 measured frames are two passes, ending on the
     // last frame of the second, so exactly 2 x 3 bad frames were skipped.
     let report = bench(
@@ -171,11 +175,7 @@ fn run_over_corrupt_mjpeg_frames_skips_and_counts_exactly_them() {
     )
     .expect("the corrupt frames are valid records: the recording opens");
     assert_eq!(source.len(), TOTAL);
-    let model = Model::load(&repo().join(TINY_F32)).expect("model");
-    let labels = model.manifest().labels.clone();
-    let mut analyzer =
-        Analyzer::new(model, 640, 480, 1.0, ColorMapKind::Jet, None).expect("analyzer");
-    let composer = Composer::new(labels, 0.45, 0.5);
+    let (mut analyzer, composer) = tiny_analyzer();
     let mut sink = SeqSink::default();
     let counters = Counters::default();
     let stop = AtomicBool::new(false);
@@ -803,11 +803,7 @@ fn check_model_cli_reports_good_and_bad_manifests() {
 
 fn last_analysis_of_a_finite_source_is_shown() {
     use dermcam::capture::stills::Stills;
-    let model = Model::load(&repo().join(TINY_F32)).expect("model");
-    let labels = model.manifest().labels.clone();
-    let mut analyzer =
-        Analyzer::new(model, 640, 480, 1.0, ColorMapKind::Jet, None).expect("analyzer");
-    let composer = Composer::new(labels, 0.45, 0.5);
+    let (mut analyzer, composer) = tiny_analyzer();
     for run in 0..10 {
         let mut source =
             Stills::open(&repo().join("recordings/stills"), Duration::ZERO, false).expect("stills");
